@@ -1,0 +1,1 @@
+//! Topology helpers for namespace tests.
