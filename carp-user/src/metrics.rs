@@ -1,1 +1,245 @@
-//! (placeholder: being written)
+//! Prometheus metrics. `render` turns a status snapshot into the text
+//! exposition (pure, so it is tested without a daemon); `serve` answers
+//! `GET /metrics` with a fresh snapshot from the agent on every scrape.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use prometheus_client::encoding::text::encode;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::registry::Registry;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::Semaphore;
+
+use crate::api::{InterfaceStatus, Status};
+use crate::daemon::Handle;
+
+/// Scrapes served at once; more wait for a slot instead of piling up.
+const MAX_SCRAPES: usize = 4;
+/// Largest request head read from a scraper.
+const MAX_REQUEST_BYTES: usize = 8 * 1024;
+const IO_TIMEOUT: Duration = Duration::from_secs(5);
+const CONTENT_TYPE: &str = "application/openmetrics-text; version=1.0.0; charset=utf-8";
+
+type Labels = Vec<(String, String)>;
+
+fn vhid_labels(iface: &InterfaceStatus) -> Labels {
+    vec![
+        ("name".into(), iface.name.clone()),
+        ("vhid".into(), iface.vhid.to_string()),
+        ("carpdev".into(), iface.carpdev.clone()),
+    ]
+}
+
+fn state_value(state: &str) -> i64 {
+    match state {
+        "BACKUP" => 1,
+        "MASTER" => 2,
+        _ => 0,
+    }
+}
+
+fn counter_family(registry: &mut Registry, name: &str, help: &str) -> Family<Labels, Counter> {
+    let family = Family::<Labels, Counter>::default();
+    registry.register(name, help, family.clone());
+    family
+}
+
+fn gauge_family(registry: &mut Registry, name: &str, help: &str) -> Family<Labels, Gauge> {
+    let family = Family::<Labels, Gauge>::default();
+    registry.register(name, help, family.clone());
+    family
+}
+
+/// The text exposition of one snapshot.
+pub fn render(status: &Status) -> String {
+    let mut registry = Registry::default();
+    let state = gauge_family(
+        &mut registry,
+        "carp_state",
+        "CARP state per vhid: 0 INIT, 1 BACKUP, 2 MASTER",
+    );
+    let demote = gauge_family(
+        &mut registry,
+        "carp_demote",
+        "Demote value the vhid advertises (sum over its groups)",
+    );
+    let transitions = counter_family(
+        &mut registry,
+        "carp_transitions",
+        "State transitions per vhid",
+    );
+    let sent = counter_family(&mut registry, "carp_adverts_sent", "Advertisements sent");
+    let received = counter_family(
+        &mut registry,
+        "carp_adverts_received",
+        "Advertisements received for the vhid",
+    );
+    let send_errors = counter_family(
+        &mut registry,
+        "carp_send_errors",
+        "Advertisements that could not be sent",
+    );
+    let drops = counter_family(
+        &mut registry,
+        "carp_drops",
+        "Advertisements dropped, by reason (OpenBSD carpstats names)",
+    );
+
+    for iface in &status.interfaces {
+        let labels = vhid_labels(iface);
+        state.get_or_create(&labels).set(state_value(&iface.state));
+        demote.get_or_create(&labels).set(i64::from(iface.demote));
+        transitions
+            .get_or_create(&labels)
+            .inc_by(iface.counters.transitions);
+        sent.get_or_create(&labels)
+            .inc_by(iface.counters.adverts_sent);
+        received
+            .get_or_create(&labels)
+            .inc_by(iface.counters.adverts_received);
+        send_errors
+            .get_or_create(&labels)
+            .inc_by(iface.counters.send_errors);
+        for (reason, count) in &iface.counters.drops {
+            let mut with_reason = labels.clone();
+            with_reason.push(("reason".into(), reason.clone()));
+            drops.get_or_create(&with_reason).inc_by(*count);
+        }
+    }
+    for carpdev in &status.carpdevs {
+        for (reason, count) in &carpdev.drops {
+            let labels = vec![
+                ("carpdev".into(), carpdev.name.clone()),
+                ("reason".into(), reason.clone()),
+            ];
+            drops.get_or_create(&labels).inc_by(*count);
+        }
+    }
+
+    let mut text = String::new();
+    // Writing into a String cannot fail.
+    let _ = encode(&mut text, &registry);
+    text
+}
+
+/// Serves `GET /metrics` until the listener fails.
+pub async fn serve(listener: TcpListener, handle: Handle) {
+    let slots = Arc::new(Semaphore::new(MAX_SCRAPES));
+    loop {
+        let Ok((stream, peer)) = listener.accept().await else {
+            continue;
+        };
+        let Ok(permit) = slots.clone().acquire_owned().await else {
+            return;
+        };
+        let handle = handle.clone();
+        tokio::spawn(async move {
+            if let Err(error) = tokio::time::timeout(IO_TIMEOUT, answer(stream, &handle)).await {
+                tracing::debug!(%peer, %error, "metrics scrape timed out");
+            }
+            drop(permit);
+        });
+    }
+}
+
+async fn answer(mut stream: TcpStream, handle: &Handle) -> std::io::Result<()> {
+    let mut head = Vec::with_capacity(512);
+    let mut buf = [0u8; 1024];
+    while !head.windows(4).any(|w| w == b"\r\n\r\n") {
+        let n = stream.read(&mut buf).await?;
+        if n == 0 || head.len() + n > MAX_REQUEST_BYTES {
+            return Ok(());
+        }
+        head.extend_from_slice(&buf[..n]);
+    }
+    let request_line = head.split(|b| *b == b'\r').next().unwrap_or_default();
+    let reply = if request_line.starts_with(b"GET /metrics ") || request_line == b"GET /metrics" {
+        match handle.status().await {
+            Some(status) => response("200 OK", CONTENT_TYPE, &render(&status)),
+            None => response(
+                "503 Service Unavailable",
+                "text/plain",
+                "carpd is stopping\n",
+            ),
+        }
+    } else {
+        response("404 Not Found", "text/plain", "try /metrics\n")
+    };
+    stream.write_all(reply.as_bytes()).await?;
+    stream.shutdown().await
+}
+
+fn response(status: &str, content_type: &str, body: &str) -> String {
+    format!(
+        "HTTP/1.1 {status}\r\nContent-Type: {content_type}\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+        body.len()
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::BTreeMap;
+
+    use super::*;
+    use crate::api::{CarpdevStatus, Counters};
+
+    fn sample() -> Status {
+        let mut drops = BTreeMap::new();
+        drops.insert("badttl".to_owned(), 3);
+        drops.insert("badauth".to_owned(), 1);
+        let mut dev_drops = BTreeMap::new();
+        dev_drops.insert("badvhid".to_owned(), 7);
+        Status {
+            interfaces: vec![InterfaceStatus {
+                name: "carp0".into(),
+                vhid: 5,
+                carpdev: "eth0".into(),
+                state: "MASTER".into(),
+                advbase: 1,
+                advskew: 0,
+                demote: 2,
+                addresses: vec![],
+                counters: Counters {
+                    adverts_received: 11,
+                    adverts_sent: 12,
+                    transitions: 2,
+                    send_errors: 0,
+                    drops,
+                },
+            }],
+            carpdevs: vec![CarpdevStatus {
+                name: "eth0".into(),
+                drops: dev_drops,
+            }],
+        }
+    }
+
+    #[test]
+    fn renders_every_family_with_labels() {
+        let text = render(&sample());
+        for line in [
+            r#"carp_state{name="carp0",vhid="5",carpdev="eth0"} 2"#,
+            r#"carp_demote{name="carp0",vhid="5",carpdev="eth0"} 2"#,
+            r#"carp_transitions_total{name="carp0",vhid="5",carpdev="eth0"} 2"#,
+            r#"carp_adverts_sent_total{name="carp0",vhid="5",carpdev="eth0"} 12"#,
+            r#"carp_adverts_received_total{name="carp0",vhid="5",carpdev="eth0"} 11"#,
+            r#"carp_drops_total{name="carp0",vhid="5",carpdev="eth0",reason="badttl"} 3"#,
+            r#"carp_drops_total{name="carp0",vhid="5",carpdev="eth0",reason="badauth"} 1"#,
+            r#"carp_drops_total{carpdev="eth0",reason="badvhid"} 7"#,
+        ] {
+            assert!(text.lines().any(|l| l == line), "missing {line} in\n{text}");
+        }
+        assert!(text.ends_with("# EOF\n"));
+    }
+
+    #[test]
+    fn state_values_follow_the_documented_encoding() {
+        assert_eq!(state_value("INIT"), 0);
+        assert_eq!(state_value("BACKUP"), 1);
+        assert_eq!(state_value("MASTER"), 2);
+    }
+}

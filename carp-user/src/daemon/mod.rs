@@ -1,0 +1,385 @@
+//! The agent: one task owns every vhid's election and all protocol state
+//! (an actor). Advertisements from the XDP ring buffer, control-socket calls
+//! and timers are its inputs; sockets, rtnetlink and BPF maps its outputs.
+
+mod control;
+mod setup;
+mod vhid;
+
+use std::collections::BTreeMap;
+use std::net::IpAddr;
+
+use anyhow::Context;
+use tokio::sync::{mpsc, oneshot};
+use tracing::{info, warn};
+
+use crate::api::{CarpdevStatus, Request, Response, Status};
+use crate::clock::{self, Mono};
+use crate::config::Config;
+use crate::dataplane::{AdvertReceiver, Dataplane, ReceivedAdvert};
+use crate::fsm::{Ignored, Interval, Output, PeerAdvert, State};
+use crate::groups::Groups;
+use crate::net::link::Links;
+use crate::net::sysctl::Sysctls;
+use crate::wire::Advertisement;
+use carp_common::Verdict;
+use vhid::Vhid;
+
+/// Commands queued for the agent; bounded so a burst of clients cannot grow memory.
+const COMMAND_QUEUE: usize = 64;
+/// Agent-side drops not tied to a configured vhid.
+const DROP_BADVHID: &str = "badvhid";
+/// Timer steps taken per vhid per wake-up; the machine needs at most two
+/// (advert, then delayed announce), the bound only guards against a bug.
+const MAX_TIMER_STEPS: usize = 8;
+
+enum Command {
+    Call {
+        request: Request,
+        reply: oneshot::Sender<Response>,
+    },
+}
+
+/// A cheap, cloneable way to talk to the running agent.
+#[derive(Clone)]
+pub struct Handle {
+    commands: mpsc::Sender<Command>,
+}
+
+impl Handle {
+    /// Sends a control request and waits for the answer.
+    pub async fn call(&self, request: Request) -> Response {
+        let (reply, answer) = oneshot::channel();
+        if self
+            .commands
+            .send(Command::Call { request, reply })
+            .await
+            .is_err()
+        {
+            return Response::Error {
+                message: "carpd is stopping".into(),
+            };
+        }
+        answer.await.unwrap_or(Response::Error {
+            message: "carpd is stopping".into(),
+        })
+    }
+
+    /// A status snapshot, or None while the agent stops.
+    pub async fn status(&self) -> Option<Status> {
+        match self.call(Request::Status).await {
+            Response::Status(status) => Some(status),
+            Response::Error { .. } => None,
+        }
+    }
+}
+
+/// Everything the agent owns.
+struct Agent {
+    vhids: Vec<Vhid>,
+    groups: Groups,
+    dataplane: Dataplane,
+    links: Links,
+    sysctls: Sysctls,
+    /// carpdev ifindex -> name, for status and badvhid accounting.
+    carpdevs: BTreeMap<u32, String>,
+    /// Agent-side drops per carpdev that match no vhid.
+    carpdev_drops: BTreeMap<u32, BTreeMap<String, u64>>,
+    /// Every carp interface we created or adopted, removed on shutdown even
+    /// when setup failed half way.
+    carp_interfaces: Vec<(String, u32)>,
+}
+
+/// Runs carpd until SIGTERM or SIGINT, then bows out and removes what it created.
+pub async fn run(config: Config) -> anyhow::Result<()> {
+    let control = control::ControlSocket::bind(&config.control_socket)?;
+    let metrics_listener = match config.metrics_listen {
+        Some(address) => Some(
+            tokio::net::TcpListener::bind(address)
+                .await
+                .with_context(|| format!("metrics_listen {address}"))?,
+        ),
+        None => None,
+    };
+    let (mut agent, adverts) = setup::build(&config).await?;
+    let (commands_tx, commands) = mpsc::channel(COMMAND_QUEUE);
+    let handle = Handle {
+        commands: commands_tx,
+    };
+
+    let control_task = {
+        let handle = handle.clone();
+        tokio::spawn(async move { control.serve(handle).await })
+    };
+    let metrics_task = metrics_listener.map(|listener| {
+        let handle = handle.clone();
+        tokio::spawn(crate::metrics::serve(listener, handle))
+    });
+    drop(handle);
+
+    agent.start();
+    let result = agent.run(adverts, commands).await;
+    agent.shutdown().await;
+    control_task.abort();
+    if let Some(task) = metrics_task {
+        task.abort();
+    }
+    result
+}
+
+impl Agent {
+    fn demote_of(&self, index: usize) -> u8 {
+        self.groups.demote_sum(&self.vhids[index].config.groups)
+    }
+
+    fn start(&mut self) {
+        let now = clock::now();
+        for vhid in &mut self.vhids {
+            let output = vhid.machine.start(now);
+            if let Some(transition) = &output.transition {
+                vhid.log_transition(transition);
+            }
+        }
+    }
+
+    async fn run(
+        &mut self,
+        mut adverts: AdvertReceiver,
+        mut commands: mpsc::Receiver<Command>,
+    ) -> anyhow::Result<()> {
+        use tokio::signal::unix::{SignalKind, signal};
+        let mut terminate =
+            signal(SignalKind::terminate()).context("installing the SIGTERM handler")?;
+        let mut interrupt =
+            signal(SignalKind::interrupt()).context("installing the SIGINT handler")?;
+        loop {
+            let deadline = self.next_deadline();
+            // Biased: a pending advertisement is handled before a timer that
+            // expired at the same time, so a live master is never declared down.
+            tokio::select! {
+                biased;
+                _ = terminate.recv() => {
+                    info!("SIGTERM: bowing out");
+                    return Ok(());
+                }
+                _ = interrupt.recv() => {
+                    info!("SIGINT: bowing out");
+                    return Ok(());
+                }
+                received = adverts.recv() => {
+                    let advert = received.context("reading advertisements from the XDP ring buffer")?;
+                    self.on_advert(&advert).await;
+                }
+                Some(command) = commands.recv() => self.on_command(command),
+                () = sleep_until(deadline) => self.on_timers().await,
+            }
+        }
+    }
+
+    fn next_deadline(&self) -> Option<Mono> {
+        self.vhids
+            .iter()
+            .filter_map(|v| v.machine.next_deadline())
+            .min()
+    }
+
+    async fn on_advert(&mut self, received: &ReceivedAdvert) {
+        let vhid_number = received.header[1];
+        let Some(index) = self.find_vhid(received.ifindex, vhid_number, received) else {
+            let drops = self.carpdev_drops.entry(received.ifindex).or_default();
+            *drops.entry(DROP_BADVHID.to_owned()).or_insert(0) += 1;
+            return;
+        };
+        let demote = self.demote_of(index);
+        let vhid = &mut self.vhids[index];
+        vhid.counters.adverts_received += 1;
+        let advert = match Advertisement::decode(&received.header) {
+            Ok(advert) => advert,
+            Err(error) => {
+                // XDP already checked these; a mismatch means the two disagree.
+                vhid.count_drop(error.reason());
+                return;
+            }
+        };
+        if !vhid.auth.verify(advert.counter, &advert.digest) {
+            vhid.note_badauth(received.source);
+            return;
+        }
+        let peer = PeerAdvert {
+            interval: Interval {
+                advbase: advert.advbase,
+                advskew: advert.advskew,
+            },
+            demote: advert.demote,
+            counter: advert.counter,
+        };
+        let result = vhid
+            .machine
+            .advert_received(received.timestamp, &peer, demote);
+        match result {
+            Ok(output) => self.apply(index, output).await,
+            Err(Ignored::Loop) => self.vhids[index].note_loop(received.source),
+            Err(Ignored::NotRunning) => {}
+        }
+    }
+
+    /// The vhid an advertisement is for. Like OpenBSD, an IPv4 vhid with a
+    /// unicast peer listens only to unicast and one without only to multicast.
+    fn find_vhid(&self, ifindex: u32, vhid: u8, received: &ReceivedAdvert) -> Option<usize> {
+        self.vhids.iter().position(|v| {
+            v.carpdev_index == ifindex
+                && v.config.vhid == vhid
+                && match received.source {
+                    IpAddr::V4(_) => received.multicast == v.config.peer.is_none(),
+                    IpAddr::V6(_) => true,
+                }
+        })
+    }
+
+    async fn on_timers(&mut self) {
+        let now = clock::now();
+        for index in 0..self.vhids.len() {
+            for _ in 0..MAX_TIMER_STEPS {
+                if !self.vhids[index]
+                    .machine
+                    .next_deadline()
+                    .is_some_and(|deadline| deadline <= now)
+                {
+                    break;
+                }
+                let demote = self.demote_of(index);
+                let output = self.vhids[index].machine.poll_timers(now, demote);
+                self.apply(index, output).await;
+            }
+        }
+    }
+
+    fn on_command(&mut self, command: Command) {
+        match command {
+            Command::Call { request, reply } => {
+                let response = match request {
+                    Request::Status => Response::Status(self.status()),
+                };
+                // The client may have gone; nothing to do then.
+                let _ = reply.send(response);
+            }
+        }
+    }
+
+    /// Carries out what the state machine decided, in OpenBSD's order: take
+    /// or release the addresses, advertise, then announce.
+    async fn apply(&mut self, index: usize, output: Output) {
+        if let Some(transition) = &output.transition {
+            self.vhids[index].log_transition(transition);
+            let was_master = transition.from == State::Master;
+            let is_master = transition.to == State::Master;
+            if is_master != was_master {
+                self.set_owner(index, is_master).await;
+            }
+        }
+        if let Some(advert) = &output.send_advert {
+            self.vhids[index].send_advert(advert);
+        }
+        if output.announce {
+            self.vhids[index].announce();
+        }
+    }
+
+    /// Brings the carp interface up (we own the VIPs) or down (we must not
+    /// answer ARP/ND for them nor accept their traffic).
+    async fn set_owner(&mut self, index: usize, owner: bool) {
+        let vhid = &self.vhids[index];
+        if let Err(error) = self.links.set_up(vhid.carp_index, owner).await {
+            warn!(
+                "{}: cannot set the interface {}: {error}",
+                vhid.name(),
+                if owner { "up" } else { "down" }
+            );
+            return;
+        }
+        if owner {
+            // Addresses survive link down (keep_addr_on_down), but refresh
+            // them in case someone removed one by hand.
+            for net in &vhid.config.addresses {
+                if let Err(error) = self.links.add_address(vhid.carp_index, *net).await {
+                    warn!("{}: cannot add {net}: {error}", vhid.name());
+                }
+            }
+        }
+    }
+
+    fn status(&self) -> Status {
+        let mut interfaces: Vec<_> = self
+            .vhids
+            .iter()
+            .enumerate()
+            .map(|(index, vhid)| vhid.status(self.demote_of(index)))
+            .collect();
+        let mut carpdevs: BTreeMap<u32, CarpdevStatus> = self
+            .carpdevs
+            .iter()
+            .map(|(index, name)| {
+                let drops = self.carpdev_drops.get(index).cloned().unwrap_or_default();
+                (
+                    *index,
+                    CarpdevStatus {
+                        name: name.clone(),
+                        drops,
+                    },
+                )
+            })
+            .collect();
+        match self.dataplane.counters() {
+            Ok(counters) => {
+                for counter in counters {
+                    if counter.verdict == Verdict::Accepted {
+                        continue;
+                    }
+                    let reason = counter.verdict.label().to_owned();
+                    let row = self.vhids.iter().position(|v| {
+                        v.carpdev_index == counter.ifindex && v.config.vhid == counter.vhid
+                    });
+                    let drops = match row {
+                        Some(row) if counter.vhid != 0 => &mut interfaces[row].counters.drops,
+                        _ => match carpdevs.get_mut(&counter.ifindex) {
+                            Some(carpdev) => &mut carpdev.drops,
+                            None => continue,
+                        },
+                    };
+                    *drops.entry(reason).or_insert(0) += counter.packets;
+                }
+            }
+            Err(error) => warn!("reading XDP counters: {error}"),
+        }
+        Status {
+            interfaces,
+            carpdevs: carpdevs.into_values().collect(),
+        }
+    }
+
+    /// Bow out on every vhid we are master of, then remove what we created.
+    async fn shutdown(&mut self) {
+        for index in 0..self.vhids.len() {
+            let demote = self.demote_of(index);
+            let output = self.vhids[index].machine.bow_out(demote);
+            self.apply(index, output).await;
+        }
+        for (name, index) in &self.carp_interfaces {
+            if let Err(error) = self.links.delete(*index).await {
+                warn!("{name}: cannot remove the interface: {error}");
+            }
+        }
+        self.sysctls.restore();
+        info!("stopped");
+    }
+}
+
+async fn sleep_until(deadline: Option<Mono>) {
+    match deadline {
+        Some(deadline) => {
+            let wait = deadline.saturating_sub(clock::now());
+            tokio::time::sleep(wait).await;
+        }
+        None => std::future::pending().await,
+    }
+}

@@ -1,0 +1,185 @@
+//! Turning a validated config into a running agent: XDP attached, carp
+//! interfaces created, sockets opened. Anything created is undone if a later
+//! step fails, so a failed start leaves the system as it was.
+
+use std::collections::BTreeMap;
+use std::net::IpAddr;
+
+use anyhow::{Context, bail};
+use tracing::{info, warn};
+
+use super::Agent;
+use super::vhid::Vhid;
+use crate::api::Counters;
+use crate::config::{CarpConfig, Config};
+use crate::dataplane::{AdvertReceiver, Dataplane};
+use crate::fsm::{self, Interval, Machine};
+use crate::groups::Groups;
+use crate::net::advert_socket::{AdvertSocketV4, AdvertSocketV6, Destination};
+use crate::net::link::Links;
+use crate::net::packet_socket::PacketSocket;
+use crate::net::sysctl::Sysctls;
+use crate::net::virtual_mac;
+use crate::wire::{Authenticator, Key};
+
+pub(super) async fn build(config: &Config) -> anyhow::Result<(Agent, AdvertReceiver)> {
+    let links = Links::connect().context("opening rtnetlink")?;
+    let mut dataplane = Dataplane::load().context("loading the XDP program")?;
+    let adverts = dataplane
+        .take_adverts()
+        .context("opening the advertisement ring buffer")?;
+    let mut agent = Agent {
+        vhids: Vec::with_capacity(config.carp.len()),
+        groups: Groups::new(
+            config
+                .carp
+                .iter()
+                .flat_map(|c| c.groups.iter().map(String::as_str)),
+        ),
+        dataplane,
+        links,
+        sysctls: Sysctls::default(),
+        carpdevs: BTreeMap::new(),
+        carpdev_drops: BTreeMap::new(),
+        carp_interfaces: Vec::new(),
+    };
+    let ipv6_router = Sysctls::get("net.ipv6.conf.all.forwarding").is_ok_and(|v| v == "1");
+    for carp in &config.carp {
+        match add_vhid(&mut agent, carp, config.preempt, ipv6_router).await {
+            Ok(vhid) => agent.vhids.push(vhid),
+            Err(error) => {
+                agent.shutdown().await;
+                return Err(error.context(format!("{}: setting up", carp.name)));
+            }
+        }
+    }
+    Ok((agent, adverts))
+}
+
+async fn add_vhid(
+    agent: &mut Agent,
+    carp: &CarpConfig,
+    preempt: bool,
+    ipv6_router: bool,
+) -> anyhow::Result<Vhid> {
+    let carpdev = agent.links.require(&carp.carpdev).await?;
+    if !agent.carpdevs.contains_key(&carpdev.index) {
+        let ifindex = agent.dataplane.attach(&carp.carpdev)?;
+        agent.carpdevs.insert(ifindex, carp.carpdev.clone());
+        prepare_carpdev(&mut agent.sysctls, &carp.carpdev)?;
+    }
+    agent.dataplane.add_vhid(carpdev.index, carp.vhid)?;
+
+    let mac = virtual_mac(carp.vhid);
+    let carp_index = agent
+        .links
+        .ensure_carp_interface(&carp.name, &carp.carpdev, carpdev.index, mac)
+        .await?;
+    // Registered before anything else can fail, so shutdown removes it.
+    agent.carp_interfaces.push((carp.name.clone(), carp_index));
+    let has_v4 = carp.addresses.iter().any(|n| n.addr().is_ipv4());
+    let has_v6 = carp.addresses.iter().any(|n| n.addr().is_ipv6());
+    prepare_carp_interface(&mut agent.sysctls, &carp.name)?;
+    for net in &carp.addresses {
+        agent
+            .links
+            .add_address(carp_index, *net)
+            .await
+            .with_context(|| format!("adding {net}"))?;
+    }
+
+    let destination = carp.peer.map_or(Destination::Multicast, Destination::Peer);
+    let v4 = if has_v4 {
+        let Some(source) = agent.links.first_ipv4(carpdev.index).await? else {
+            bail!(
+                "{} has no IPv4 address: IPv4 advertisements are sent from the carpdev's first IPv4 address",
+                carp.carpdev
+            );
+        };
+        let socket = AdvertSocketV4::open(&carp.carpdev, destination)
+            .with_context(|| format!("IPv4 advertisement socket on {}", carp.carpdev))?;
+        Some((socket, source))
+    } else {
+        None
+    };
+    let v6 = if has_v6 {
+        Some(
+            AdvertSocketV6::open(&carp.carpdev, carpdev.index, destination)
+                .with_context(|| format!("IPv6 advertisement socket on {}", carp.carpdev))?,
+        )
+    } else {
+        None
+    };
+    let announcer = PacketSocket::open(carpdev.index)
+        .with_context(|| format!("packet socket on {}", carp.carpdev))?;
+
+    let key = Key::from_passphrase(carp.pass.as_bytes())?;
+    let addresses: Vec<IpAddr> = carp.addresses.iter().map(ipnet::IpNet::addr).collect();
+    let machine = Machine::new(
+        fsm::Config {
+            interval: Interval {
+                advbase: carp.advbase,
+                advskew: carp.advskew,
+            },
+            preempt,
+        },
+        rand::random(),
+    );
+    info!(
+        "{}: vhid {} on {}, advbase {} advskew {}, {} address(es)",
+        carp.name,
+        carp.vhid,
+        carp.carpdev,
+        carp.advbase,
+        carp.advskew,
+        carp.addresses.len()
+    );
+    Ok(Vhid {
+        config: carp.clone(),
+        carpdev_index: carpdev.index,
+        carp_index,
+        machine,
+        auth: Authenticator::new(&key, carp.vhid, &addresses),
+        v4,
+        v6,
+        announcer,
+        counters: Counters::default(),
+        ipv6_router,
+    })
+}
+
+/// The carpdev must not answer ARP for the VIPs itself: with Linux's default
+/// arp_ignore=0 any interface answers for any local address, which would hand
+/// out the carpdev's own MAC instead of the virtual one.
+fn prepare_carpdev(sysctls: &mut Sysctls, carpdev: &str) -> anyhow::Result<()> {
+    sysctls
+        .set(&format!("net.ipv4.conf.{carpdev}.arp_ignore"), "1")
+        .with_context(|| format!("{carpdev}: setting arp_ignore"))?;
+    sysctls
+        .set(&format!("net.ipv4.conf.{carpdev}.arp_announce"), "2")
+        .with_context(|| format!("{carpdev}: setting arp_announce"))?;
+    Ok(())
+}
+
+/// The carp interface is down while BACKUP; its VIPs must survive that (IPv6
+/// flushes addresses on link down by default), it must not run DAD or derive
+/// a link-local address from the virtual MAC that both nodes share, and
+/// traffic to a VIP arrives on it while replies leave by the carpdev (loose
+/// reverse-path filtering).
+fn prepare_carp_interface(sysctls: &mut Sysctls, name: &str) -> anyhow::Result<()> {
+    for (key, value) in [
+        (format!("net.ipv6.conf.{name}.keep_addr_on_down"), "1"),
+        (format!("net.ipv6.conf.{name}.addr_gen_mode"), "1"),
+        (format!("net.ipv6.conf.{name}.accept_dad"), "0"),
+        (format!("net.ipv4.conf.{name}.rp_filter"), "2"),
+    ] {
+        if let Err(error) = sysctls.set(&key, value) {
+            // IPv6 may be disabled on the host; only an IPv4 setting is fatal.
+            if key.starts_with("net.ipv4") {
+                return Err(error).with_context(|| format!("setting {key}"));
+            }
+            warn!("{name}: cannot set {key}: {error}");
+        }
+    }
+    Ok(())
+}

@@ -1,0 +1,179 @@
+//! One configured vhid at run time: its election, its authenticator, its
+//! sockets and counters. The agent owns every `Vhid`; nothing here awaits.
+
+use std::net::{IpAddr, Ipv4Addr};
+
+use tracing::{debug, info, warn};
+
+use crate::api::{Counters, InterfaceStatus};
+use crate::config::CarpConfig;
+use crate::fsm::{self, AdvertToSend, Machine, State};
+use crate::net::advert_socket::{AdvertSocketV4, AdvertSocketV6};
+use crate::net::frames;
+use crate::net::packet_socket::PacketSocket;
+use crate::net::virtual_mac;
+use crate::wire::{Advertisement, Authenticator};
+
+/// Agent-side drop reasons (the XDP side has its own, see `carp_common::Verdict`).
+pub const DROP_BADAUTH: &str = "badauth";
+pub const DROP_LOOP: &str = "loop";
+
+pub struct Vhid {
+    pub config: CarpConfig,
+    pub carpdev_index: u32,
+    pub carp_index: u32,
+    pub machine: Machine,
+    pub auth: Authenticator,
+    pub v4: Option<(AdvertSocketV4, Ipv4Addr)>,
+    pub v6: Option<AdvertSocketV6>,
+    pub announcer: PacketSocket,
+    pub counters: Counters,
+    /// Whether we forward IPv6 (sets the router flag on our NAs).
+    pub ipv6_router: bool,
+}
+
+/// Logs at warn only when a counter reaches a power of two, so a flood of bad
+/// packets costs a handful of log lines, not one per packet.
+fn worth_logging(count: u64) -> bool {
+    count.is_power_of_two()
+}
+
+impl Vhid {
+    pub fn name(&self) -> &str {
+        &self.config.name
+    }
+
+    pub fn count_drop(&mut self, reason: &'static str) -> u64 {
+        let count = self.counters.drops.entry(reason.to_owned()).or_insert(0);
+        *count += 1;
+        *count
+    }
+
+    pub fn note_badauth(&mut self, source: IpAddr) {
+        let count = self.count_drop(DROP_BADAUTH);
+        if worth_logging(count) {
+            warn!(
+                "{}: incorrect hash from {source} (wrong pass or addresses?), {count} so far",
+                self.config.name
+            );
+        }
+    }
+
+    pub fn note_loop(&mut self, source: IpAddr) {
+        let count = self.count_drop(DROP_LOOP);
+        if worth_logging(count) {
+            warn!(
+                "{}: our own advertisement came back from {source}: replay or network loop, {count} so far",
+                self.config.name
+            );
+        }
+    }
+
+    pub fn log_transition(&mut self, transition: &fsm::Transition) {
+        self.counters.transitions += 1;
+        info!(
+            "{}: state transition: {} -> {} ({})",
+            self.config.name, transition.from, transition.to, transition.reason
+        );
+    }
+
+    /// Sends one advertisement on every address family the vhid has.
+    pub fn send_advert(&mut self, advert: &AdvertToSend) {
+        let counter = self.machine.cookie();
+        let header = Advertisement {
+            vhid: self.config.vhid,
+            advskew: advert.interval.advskew,
+            demote: advert.demote,
+            advbase: advert.interval.advbase,
+            counter,
+            digest: self.auth.sign(counter),
+        }
+        .encode();
+        let mut failed = false;
+        if let Some((socket, source)) = &self.v4
+            && let Err(error) = socket.send(*source, &header)
+        {
+            debug!(
+                "{}: advertisement not sent (IPv4): {error}",
+                self.config.name
+            );
+            failed = true;
+        }
+        if let Some(socket) = &self.v6
+            && let Err(error) = socket.send(&header)
+        {
+            debug!(
+                "{}: advertisement not sent (IPv6): {error}",
+                self.config.name
+            );
+            failed = true;
+        }
+        if failed {
+            self.counters.send_errors += 1;
+            if worth_logging(self.counters.send_errors) {
+                warn!(
+                    "{}: cannot send advertisements, {} errors so far",
+                    self.config.name, self.counters.send_errors
+                );
+            }
+        } else {
+            self.counters.adverts_sent += 1;
+        }
+    }
+
+    /// Gratuitous ARP for every IPv4 VIP, unsolicited NA for every IPv6 VIP.
+    pub fn announce(&mut self) {
+        let mac = virtual_mac(self.config.vhid);
+        for net in &self.config.addresses {
+            let sent = match net.addr() {
+                IpAddr::V4(vip) => self.announcer.send(&frames::gratuitous_arp(mac, vip)),
+                IpAddr::V6(vip) => {
+                    self.announcer
+                        .send(&frames::unsolicited_na(mac, vip, self.ipv6_router))
+                }
+            };
+            if let Err(error) = sent {
+                warn!(
+                    "{}: cannot announce {}: {error}",
+                    self.config.name,
+                    net.addr()
+                );
+            }
+        }
+    }
+
+    pub fn status(&self, demote: u8) -> InterfaceStatus {
+        let config = self.machine.config();
+        InterfaceStatus {
+            name: self.config.name.clone(),
+            vhid: self.config.vhid,
+            carpdev: self.config.carpdev.clone(),
+            state: self.machine.state().to_string(),
+            advbase: config.interval.advbase,
+            advskew: config.interval.advskew,
+            demote,
+            addresses: self
+                .config
+                .addresses
+                .iter()
+                .map(ToString::to_string)
+                .collect(),
+            counters: self.counters.clone(),
+        }
+    }
+
+    pub fn is_master(&self) -> bool {
+        self.machine.state() == State::Master
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::worth_logging;
+
+    #[test]
+    fn log_lines_thin_out_as_a_flood_grows() {
+        let logged = (1..=1_000_000u64).filter(|n| worth_logging(*n)).count();
+        assert_eq!(logged, 20);
+    }
+}
