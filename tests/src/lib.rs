@@ -1,1 +1,39 @@
-//! Topology helpers for namespace tests.
+//! Network-namespace test kit for carpd: the pieces every namespace scenario
+//! needs, each cleaning up after itself even when a test panics.
+//!
+//! - [`Netns`]: a uniquely named network namespace, deleted on drop.
+//! - [`Topology`]: bridges in a switch namespace, nodes wired to them by veths.
+//! - [`Lab`]: the two-gateway lab (`cargo xtask lab` and the scenarios share it).
+//! - [`Process`]: a child killed and reaped on drop; [`Capture`]: tcpdump lines.
+//! - [`wait_until`] / [`wait_for`]: bounded polling instead of sleeps.
+//! - [`Carpd`] and [`carpctl_status`]: run the agent and read its state.
+//!
+//! Everything here shells out to `ip`, `tcpdump` and the carp binaries: the
+//! tests exercise the same tools an operator uses, and need root.
+
+mod capture;
+mod carpd;
+mod command;
+mod error;
+mod host;
+mod lab;
+mod netns;
+mod process;
+mod status;
+mod topology;
+mod wait;
+
+pub use capture::Capture;
+pub use carpd::{Carpd, carpctl_status};
+pub use command::{describe, output};
+pub use error::{Error, Result};
+pub use host::{carpctl_bin, carpd_bin, is_root, require_root, workspace_root};
+pub use lab::{
+    CLIENT, GATEWAYS, Gateway, LAB_BRIDGES, Lab, SERVER, VHIDS, VhidSpec, carpd_config,
+    masters_by_vhid,
+};
+pub use netns::{Netns, exists as netns_exists, list as list_netns, sweep_stale, unique_stem};
+pub use process::{Process, Signal};
+pub use status::{CarpState, InterfaceStatus, Status};
+pub use topology::{NodeSpec, PortSpec, Topology, TopologySpec};
+pub use wait::{POLL_INTERVAL, wait_for, wait_until};
