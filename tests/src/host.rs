@@ -55,7 +55,9 @@ fn binary(name: &'static str, env_name: &'static str) -> Result<PathBuf> {
     }
 }
 
-fn release_dir() -> PathBuf {
+/// Where `cargo build --release` puts binaries: `$CARGO_TARGET_DIR/release`,
+/// else `<workspace>/target/release`.
+pub fn release_dir() -> PathBuf {
     let target = match env::var_os("CARGO_TARGET_DIR") {
         Some(dir) if !dir.is_empty() => PathBuf::from(dir),
         _ => workspace_root().join("target"),

@@ -83,7 +83,7 @@ pub const VHIDS: [VhidSpec; 2] = [
 
 /// An end host behind a VIP.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Host {
+pub struct LabHost {
     pub name: &'static str,
     pub ifname: &'static str,
     pub bridge: &'static str,
@@ -92,7 +92,7 @@ pub struct Host {
     pub gateway: &'static str,
 }
 
-pub const CLIENT: Host = Host {
+pub const CLIENT: LabHost = LabHost {
     name: "client",
     ifname: "eth0",
     bridge: "outside",
@@ -100,7 +100,7 @@ pub const CLIENT: Host = Host {
     gateway: "10.0.1.1",
 };
 
-pub const SERVER: Host = Host {
+pub const SERVER: LabHost = LabHost {
     name: "server",
     ifname: "eth0",
     bridge: "inside",

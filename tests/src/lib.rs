@@ -27,9 +27,9 @@ pub use capture::Capture;
 pub use carpd::{Carpd, carpctl_status};
 pub use command::{describe, output};
 pub use error::{Error, Result};
-pub use host::{carpctl_bin, carpd_bin, is_root, require_root, workspace_root};
+pub use host::{carpctl_bin, carpd_bin, is_root, release_dir, require_root, workspace_root};
 pub use lab::{
-    CLIENT, GATEWAYS, Gateway, LAB_BRIDGES, Lab, SERVER, VHIDS, VhidSpec, carpd_config,
+    CLIENT, GATEWAYS, Gateway, LAB_BRIDGES, Lab, LabHost, SERVER, VHIDS, VhidSpec, carpd_config,
     masters_by_vhid,
 };
 pub use netns::{Netns, exists as netns_exists, list as list_netns, sweep_stale, unique_stem};
