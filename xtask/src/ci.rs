@@ -48,7 +48,23 @@ pub fn run(cargo_test_args: &[String]) -> Result<()> {
 }
 
 fn step<T>(name: &str, action: impl FnOnce() -> Result<T>) -> Result<T> {
-    println!("==> {name}");
+    announce(name, None);
+    timed(name, action)
+}
+
+fn step_command(name: &str, command: &mut Command) -> Result<()> {
+    announce(name, Some(&describe(command)));
+    timed(name, || run_command(command))
+}
+
+fn announce(name: &str, command_line: Option<&str>) {
+    match command_line {
+        Some(line) => println!("==> {name}: {line}"),
+        None => println!("==> {name}"),
+    }
+}
+
+fn timed<T>(name: &str, action: impl FnOnce() -> Result<T>) -> Result<T> {
     let started = Instant::now();
     match action() {
         Ok(value) => {
@@ -57,9 +73,4 @@ fn step<T>(name: &str, action: impl FnOnce() -> Result<T>) -> Result<T> {
         }
         Err(error) => bail!("step `{name}` failed: {error:#}"),
     }
-}
-
-fn step_command(name: &str, command: &mut Command) -> Result<()> {
-    println!("==> {name}: {}", describe(command));
-    step(name, || run_command(command))
 }
