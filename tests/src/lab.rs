@@ -10,7 +10,6 @@
 //! ```
 
 use std::collections::BTreeMap;
-use std::fmt::Write as _;
 use std::fs;
 use std::path::Path;
 
@@ -198,33 +197,27 @@ impl Lab {
 /// the sync address.
 pub fn carpd_config(gateway: &Gateway, control_socket: &Path) -> String {
     let sync_ip = gateway.sync.split('/').next().unwrap_or(gateway.sync);
-    let mut toml = String::new();
-    // Writing to a String cannot fail.
-    let _ = writeln!(toml, "preempt = true");
-    let _ = writeln!(
-        toml,
-        "control_socket = {}",
-        toml_string(&control_socket.to_string_lossy())
-    );
-    let _ = writeln!(
-        toml,
-        "metrics_listen = {}",
-        toml_string(&format!("{sync_ip}:{METRICS_PORT}"))
-    );
-    for vhid in &VHIDS {
-        let addresses: Vec<String> = vhid.addresses.iter().map(|a| toml_string(a)).collect();
-        let _ = write!(
-            toml,
-            "\n[[carp]]\nname = {}\ncarpdev = {}\nvhid = {}\npass = {}\nadvbase = 1\nadvskew = {}\naddresses = [{}]\n",
-            toml_string(vhid.name),
-            toml_string(vhid.carpdev),
-            vhid.vhid,
-            toml_string(PASS),
-            gateway.advskew,
-            addresses.join(", "),
-        );
-    }
-    toml
+    let vhids: Vec<String> = VHIDS
+        .iter()
+        .map(|vhid| {
+            let addresses: Vec<String> = vhid.addresses.iter().map(|a| toml_string(a)).collect();
+            format!(
+                "\n[[carp]]\nname = {}\ncarpdev = {}\nvhid = {}\npass = {}\nadvbase = 1\nadvskew = {}\naddresses = [{}]\n",
+                toml_string(vhid.name),
+                toml_string(vhid.carpdev),
+                vhid.vhid,
+                toml_string(PASS),
+                gateway.advskew,
+                addresses.join(", "),
+            )
+        })
+        .collect();
+    format!(
+        "preempt = true\ncontrol_socket = {}\nmetrics_listen = {}\n{}",
+        toml_string(&control_socket.to_string_lossy()),
+        toml_string(&format!("{sync_ip}:{METRICS_PORT}")),
+        vhids.concat(),
+    )
 }
 
 /// A TOML basic string. JSON's string escapes are a subset of TOML's, so

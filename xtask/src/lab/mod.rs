@@ -73,7 +73,16 @@ impl Session {
         let dir = std::env::temp_dir().join(format!("carp-{}", lab.topology().stem()));
         fs::create_dir_all(&dir).with_context(|| format!("cannot create {}", dir.display()))?;
         let started = Instant::now();
-        let daemons = lab.start_all_carpd(&dir)?;
+        let daemons = match lab.start_all_carpd(&dir) {
+            Ok(daemons) => daemons,
+            Err(error) => {
+                // Nothing ran: no log worth keeping.
+                if let Err(cleanup) = fs::remove_dir_all(&dir) {
+                    eprintln!("xtask: cannot remove {}: {cleanup}", dir.display());
+                }
+                return Err(error.into());
+            }
+        };
         Ok(Self {
             daemons,
             lab,

@@ -2,7 +2,6 @@
 //! master of each vhid. Pure, so the wording is tested without a lab.
 
 use std::collections::BTreeMap;
-use std::fmt::Write as _;
 use std::time::Duration;
 
 use carp_tests::{GATEWAYS, Status, VHIDS, masters_by_vhid};
@@ -93,27 +92,38 @@ impl View {
     /// One row per vhid: each gateway's state and who is master.
     pub fn table(&self) -> String {
         let masters = masters_by_vhid(&self.statuses());
-        let mut out = String::new();
-        let _ = write!(out, "    {:<5} {:<6}", "vhid", "iface");
-        for gw in &GATEWAYS {
-            let _ = write!(out, " {:<8}", gw.name);
-        }
-        let _ = writeln!(out, " master");
-        for vhid in &VHIDS {
-            let _ = write!(out, "    {:<5} {:<6}", vhid.vhid, vhid.name);
-            for gw in &GATEWAYS {
-                let cell = self.cell(gw.name, vhid.vhid);
-                let _ = write!(out, " {cell:<8}");
-            }
-            let holders = masters.get(&vhid.vhid).cloned().unwrap_or_default();
-            let master = match holders.as_slice() {
-                [] => "none".to_owned(),
-                [one] => one.clone(),
-                many => format!("{} (more than one!)", many.join("+")),
-            };
-            let _ = writeln!(out, " {master}");
-        }
-        out
+        let header: Vec<String> = GATEWAYS
+            .iter()
+            .map(|gw| format!(" {:<8}", gw.name))
+            .collect();
+        let rows: Vec<String> = VHIDS
+            .iter()
+            .map(|vhid| {
+                let cells: Vec<String> = GATEWAYS
+                    .iter()
+                    .map(|gw| format!(" {:<8}", self.cell(gw.name, vhid.vhid)))
+                    .collect();
+                let holders = masters.get(&vhid.vhid).cloned().unwrap_or_default();
+                let master = match holders.as_slice() {
+                    [] => "none".to_owned(),
+                    [one] => one.clone(),
+                    many => format!("{} (more than one!)", many.join("+")),
+                };
+                format!(
+                    "    {:<5} {:<6}{} {master}\n",
+                    vhid.vhid,
+                    vhid.name,
+                    cells.concat()
+                )
+            })
+            .collect();
+        format!(
+            "    {:<5} {:<6}{} master\n{}",
+            "vhid",
+            "iface",
+            header.concat(),
+            rows.concat()
+        )
     }
 
     fn cell(&self, node: &str, vhid: u8) -> String {
