@@ -33,7 +33,7 @@ pub struct VhidKey {
     /// Interface index of the carpdev, host byte order.
     pub ifindex: u32,
     pub vhid: u8,
-    pub _pad: [u8; 3],
+    pub pad: [u8; 3],
 }
 
 impl VhidKey {
@@ -41,7 +41,7 @@ impl VhidKey {
         Self {
             ifindex,
             vhid,
-            _pad: [0; 3],
+            pad: [0; 3],
         }
     }
 }
@@ -123,7 +123,7 @@ pub struct CounterKey {
     pub vhid: u8,
     /// A `Verdict` as u8.
     pub reason: u8,
-    pub _pad: [u8; 2],
+    pub pad: [u8; 2],
 }
 
 impl CounterKey {
@@ -132,7 +132,7 @@ impl CounterKey {
             ifindex,
             vhid,
             reason: reason as u8,
-            _pad: [0; 2],
+            pad: [0; 2],
         }
     }
 }
@@ -146,20 +146,20 @@ pub const FAMILY_INET6: u8 = 6;
 #[repr(C)]
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct AdvertEvent {
-    /// `bpf_ktime_get_ns()` at reception: CLOCK_MONOTONIC in nanoseconds.
+    /// `bpf_ktime_get_ns()` at reception: `CLOCK_MONOTONIC` in nanoseconds.
     pub timestamp_ns: u64,
     /// Interface index of the carpdev it arrived on, host byte order.
     pub ifindex: u32,
     /// `FAMILY_INET` or `FAMILY_INET6`.
     pub family: u8,
-    /// 1 if the destination was multicast (224.0.0.18 / ff02::12), else 0.
+    /// 1 if the destination was multicast (224.0.0.18 / `ff02::12`), else 0.
     pub multicast: u8,
-    pub _pad: [u8; 2],
+    pub pad: [u8; 2],
     /// Source address in network byte order; IPv4 uses the first 4 bytes.
     pub source: [u8; 16],
     /// The CARP header exactly as received (network byte order).
     pub header: [u8; CARP_HEADER_LEN],
-    pub _pad2: [u8; 4],
+    pub pad2: [u8; 4],
 }
 
 const _: () = assert!(core::mem::size_of::<VhidKey>() == 8);

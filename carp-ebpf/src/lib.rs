@@ -1,1 +1,178 @@
+//! The checks the carp XDP program makes, as pure functions over header
+//! fields and bytes already copied out of the packet. The program
+//! (`main.rs`) only bounds-checks, copies and calls these, so every rule here
+//! is unit-tested on the host.
+//!
+//! Packet policy (what the program does with what it cannot fully parse):
+//! - VLAN-tagged frames pass untouched: a tagged CARP advertisement belongs to
+//!   the VLAN interface, which runs its own copy of the program.
+//! - IPv4 options are allowed (the CARP header follows the options).
+//! - IPv4 fragments of protocol 112 are dropped as `badlen`: an advertisement
+//!   is 56 bytes and is never fragmented by an honest sender.
+//! - IPv6 extension headers are not walked: only next header 112 right after
+//!   the fixed header is CARP; anything else passes to the kernel.
 #![no_std]
+
+use carp_common::{CARP_HEADER_LEN, CARP_TTL, CARP_TYPE_ADVERTISEMENT, CARP_VERSION, Verdict};
+
+/// IPv4 flags and fragment offset field (host order): MF and the offset.
+const IPV4_MORE_FRAGMENTS: u16 = 0x2000;
+const IPV4_FRAGMENT_OFFSET: u16 = 0x1fff;
+
+/// Checks an IPv4 packet carrying protocol 112 and returns where the CARP
+/// header starts, counted from the start of the IPv4 header.
+///
+/// `version_ihl` is byte 0 of the IPv4 header, `total_len` and `frag` are
+/// the total-length and flags/fragment fields in host byte order.
+pub fn check_ipv4(version_ihl: u8, total_len: u16, frag: u16, ttl: u8) -> Result<usize, Verdict> {
+    let header_len = usize::from(version_ihl & 0x0f) * 4;
+    if version_ihl >> 4 != 4 || header_len < 20 {
+        return Err(Verdict::BadLen);
+    }
+    if frag & (IPV4_MORE_FRAGMENTS | IPV4_FRAGMENT_OFFSET) != 0 {
+        return Err(Verdict::BadLen);
+    }
+    if usize::from(total_len) < header_len + CARP_HEADER_LEN {
+        return Err(Verdict::BadLen);
+    }
+    if ttl != CARP_TTL {
+        return Err(Verdict::BadTtl);
+    }
+    Ok(header_len)
+}
+
+/// Checks an IPv6 packet whose next header is 112; `payload_len` in host order.
+pub fn check_ipv6(payload_len: u16, hop_limit: u8) -> Result<(), Verdict> {
+    if usize::from(payload_len) < CARP_HEADER_LEN {
+        return Err(Verdict::BadLen);
+    }
+    if hop_limit != CARP_TTL {
+        return Err(Verdict::BadTtl);
+    }
+    Ok(())
+}
+
+/// Checks version, type and checksum of a CARP header and returns its vhid.
+/// Whether the vhid is configured is the caller's (map) question.
+pub fn check_carp_header(header: &[u8; CARP_HEADER_LEN]) -> Result<u8, Verdict> {
+    if header[0] != (CARP_VERSION << 4) | CARP_TYPE_ADVERTISEMENT {
+        return Err(Verdict::BadVer);
+    }
+    // A correct checksum makes the one's-complement sum of all words 0xffff.
+    if ones_complement_sum(header) != 0xffff {
+        return Err(Verdict::BadSum);
+    }
+    Ok(header[1])
+}
+
+/// The 16-bit one's-complement sum of the header's big-endian words.
+pub fn ones_complement_sum(header: &[u8; CARP_HEADER_LEN]) -> u16 {
+    let mut sum: u32 = 0;
+    let mut i = 0;
+    while i < CARP_HEADER_LEN {
+        sum += u32::from(u16::from_be_bytes([header[i], header[i + 1]]));
+        i += 2;
+    }
+    // 18 words of at most 0xffff fit in 21 bits: two folds suffice.
+    sum = (sum & 0xffff) + (sum >> 16);
+    sum = (sum & 0xffff) + (sum >> 16);
+    // The folds leave at most 0xffff.
+    (sum & 0xffff) as u16
+}
+
+/// 224.0.0.18, the IPv4 CARP group, in network byte order.
+pub const CARP_GROUP_V4: [u8; 4] = [224, 0, 0, 18];
+/// `ff02::12`, the IPv6 CARP group.
+pub const CARP_GROUP_V6: [u8; 16] = [0xff, 0x02, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0x12];
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A valid header for `vhid` with a correct checksum.
+    fn header(vhid: u8) -> [u8; CARP_HEADER_LEN] {
+        let mut h = [0u8; CARP_HEADER_LEN];
+        h[0] = 0x21;
+        h[1] = vhid;
+        h[2] = 100;
+        h[3] = 7;
+        h[5] = 1;
+        for (i, byte) in h[8..].iter_mut().enumerate() {
+            *byte = u8::try_from(i * 7 % 251).unwrap_or(0);
+        }
+        let checksum = !ones_complement_sum(&h);
+        h[6..8].copy_from_slice(&checksum.to_be_bytes());
+        h
+    }
+
+    #[test]
+    fn accepts_a_valid_header_and_returns_its_vhid() {
+        assert_eq!(check_carp_header(&header(42)), Ok(42));
+    }
+
+    #[test]
+    fn rejects_wrong_version_or_type() {
+        for first in [0x11, 0x31, 0x20, 0x22, 0x00, 0xff] {
+            let mut h = header(1);
+            h[0] = first;
+            assert_eq!(check_carp_header(&h), Err(Verdict::BadVer), "{first:#x}");
+        }
+    }
+
+    #[test]
+    fn any_flipped_bit_breaks_the_checksum() {
+        let good = header(9);
+        for byte in 1..CARP_HEADER_LEN {
+            for bit in 0..8 {
+                let mut h = good;
+                h[byte] ^= 1 << bit;
+                assert_eq!(
+                    check_carp_header(&h),
+                    Err(Verdict::BadSum),
+                    "byte {byte} bit {bit}"
+                );
+            }
+        }
+    }
+
+    #[test]
+    fn ipv4_rules() {
+        assert_eq!(check_ipv4(0x45, 56, 0x4000, 255), Ok(20));
+        assert_eq!(check_ipv4(0x46, 60, 0, 255), Ok(24), "options are skipped");
+        assert_eq!(check_ipv4(0x45, 56, 0, 254), Err(Verdict::BadTtl));
+        assert_eq!(check_ipv4(0x45, 56, 0, 1), Err(Verdict::BadTtl));
+        assert_eq!(check_ipv4(0x45, 55, 0, 255), Err(Verdict::BadLen), "short");
+        assert_eq!(
+            check_ipv4(0x46, 56, 0, 255),
+            Err(Verdict::BadLen),
+            "options eat the header"
+        );
+        assert_eq!(
+            check_ipv4(0x44, 56, 0, 255),
+            Err(Verdict::BadLen),
+            "ihl below 5"
+        );
+        assert_eq!(
+            check_ipv4(0x65, 56, 0, 255),
+            Err(Verdict::BadLen),
+            "not version 4"
+        );
+        assert_eq!(
+            check_ipv4(0x45, 56, 0x2000, 255),
+            Err(Verdict::BadLen),
+            "first fragment"
+        );
+        assert_eq!(
+            check_ipv4(0x45, 56, 0x0001, 255),
+            Err(Verdict::BadLen),
+            "later fragment"
+        );
+    }
+
+    #[test]
+    fn ipv6_rules() {
+        assert_eq!(check_ipv6(36, 255), Ok(()));
+        assert_eq!(check_ipv6(36, 64), Err(Verdict::BadTtl));
+        assert_eq!(check_ipv6(35, 255), Err(Verdict::BadLen));
+    }
+}

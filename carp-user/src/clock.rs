@@ -1,13 +1,13 @@
 //! Monotonic time. The agent never reads the wall clock: every deadline is a
-//! [`Mono`], the time since boot on CLOCK_MONOTONIC, the same clock the XDP
+//! [`Mono`], the time since boot on `CLOCK_MONOTONIC`, the same clock the XDP
 //! program stamps advertisements with (`bpf_ktime_get_ns`).
 
 use std::time::Duration;
 
-/// A point on CLOCK_MONOTONIC.
+/// A point on `CLOCK_MONOTONIC`.
 pub type Mono = Duration;
 
-/// Now on CLOCK_MONOTONIC.
+/// Now on `CLOCK_MONOTONIC`.
 pub fn now() -> Mono {
     // std::time::Instant is CLOCK_MONOTONIC on Linux but opaque; read the clock
     // directly so kernel timestamps and our deadlines compare.

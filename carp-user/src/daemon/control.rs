@@ -84,7 +84,8 @@ async fn serve_client(stream: UnixStream, handle: &Handle) -> std::io::Result<()
         // Each line is read through its own limit, so no client can make us
         // buffer more than MAX_LINE_BYTES.
         let mut line = Vec::new();
-        let read = (&mut reader).take(limit + 1).read_until(b'\n', &mut line);
+        let mut limited = (&mut reader).take(limit + 1);
+        let read = limited.read_until(b'\n', &mut line);
         match tokio::time::timeout(IDLE_TIMEOUT, read).await {
             Ok(Ok(0)) | Err(_) => return Ok(()),
             Ok(Ok(_)) => {}

@@ -240,10 +240,10 @@ impl Agent {
         let now = clock::now();
         for index in 0..self.vhids.len() {
             for _ in 0..MAX_TIMER_STEPS {
-                if !self.vhids[index]
+                if self.vhids[index]
                     .machine
                     .next_deadline()
-                    .is_some_and(|deadline| deadline <= now)
+                    .is_none_or(|deadline| deadline > now)
                 {
                     break;
                 }
@@ -278,7 +278,7 @@ impl Agent {
             }
         }
         if let Some(advert) = &output.send_advert {
-            self.vhids[index].send_advert(advert);
+            self.vhids[index].send_advert(*advert);
         }
         if output.announce {
             self.vhids[index].announce();

@@ -64,8 +64,8 @@ async fn add_vhid(
 ) -> anyhow::Result<Vhid> {
     let carpdev = agent.links.require(&carp.carpdev).await?;
     if !agent.carpdevs.contains_key(&carpdev.index) {
-        let ifindex = agent.dataplane.attach(&carp.carpdev)?;
-        agent.carpdevs.insert(ifindex, carp.carpdev.clone());
+        agent.dataplane.attach(&carp.carpdev, carpdev.index)?;
+        agent.carpdevs.insert(carpdev.index, carp.carpdev.clone());
         prepare_carpdev(&mut agent.sysctls, &carp.carpdev)?;
     }
     agent.dataplane.add_vhid(carpdev.index, carp.vhid)?;
@@ -149,7 +149,7 @@ async fn add_vhid(
 }
 
 /// The carpdev must not answer ARP for the VIPs itself: with Linux's default
-/// arp_ignore=0 any interface answers for any local address, which would hand
+/// `arp_ignore=0` any interface answers for any local address, which would hand
 /// out the carpdev's own MAC instead of the virtual one.
 fn prepare_carpdev(sysctls: &mut Sysctls, carpdev: &str) -> anyhow::Result<()> {
     sysctls

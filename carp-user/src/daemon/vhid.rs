@@ -7,7 +7,7 @@ use tracing::{debug, info, warn};
 
 use crate::api::{Counters, InterfaceStatus};
 use crate::config::CarpConfig;
-use crate::fsm::{self, AdvertToSend, Machine, State};
+use crate::fsm::{self, AdvertToSend, Machine};
 use crate::net::advert_socket::{AdvertSocketV4, AdvertSocketV6};
 use crate::net::frames;
 use crate::net::packet_socket::PacketSocket;
@@ -78,7 +78,7 @@ impl Vhid {
     }
 
     /// Sends one advertisement on every address family the vhid has.
-    pub fn send_advert(&mut self, advert: &AdvertToSend) {
+    pub fn send_advert(&mut self, advert: AdvertToSend) {
         let counter = self.machine.cookie();
         let header = Advertisement {
             vhid: self.config.vhid,
@@ -160,10 +160,6 @@ impl Vhid {
                 .collect(),
             counters: self.counters.clone(),
         }
-    }
-
-    pub fn is_master(&self) -> bool {
-        self.machine.state() == State::Master
     }
 }
 

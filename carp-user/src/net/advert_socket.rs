@@ -1,7 +1,7 @@
 //! Sockets that send CARP advertisements out of one carpdev.
 //!
 //! Receiving never goes through these: advertisements reach the agent only
-//! from the XDP program's ring buffer. IPv4 uses IPPROTO_RAW (header built by
+//! from the XDP program's ring buffer. IPv4 uses `IPPROTO_RAW` (header built by
 //! us, so TOS, DF, id and TTL are exactly OpenBSD's) which never receives.
 //! IPv6 needs a protocol-112 raw socket, which would get a copy of every
 //! advertisement; a drop-all socket filter keeps its queue empty.

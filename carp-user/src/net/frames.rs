@@ -6,14 +6,14 @@ use carp_common::{CARP_HEADER_LEN, CARP_TTL, IPPROTO_CARP};
 
 /// 224.0.0.18, where IPv4 advertisements go unless a unicast peer is set.
 pub const CARP_GROUP_V4: Ipv4Addr = Ipv4Addr::new(224, 0, 0, 18);
-/// ff02::12, where IPv6 advertisements go unless a unicast peer is set.
+/// `ff02::12`, where IPv6 advertisements go unless a unicast peer is set.
 pub const CARP_GROUP_V6: Ipv6Addr = Ipv6Addr::new(0xff02, 0, 0, 0, 0, 0, 0, 0x12);
 
 pub const ETHERTYPE_IPV4: u16 = 0x0800;
 pub const ETHERTYPE_ARP: u16 = 0x0806;
 pub const ETHERTYPE_IPV6: u16 = 0x86dd;
 pub const BROADCAST_MAC: [u8; 6] = [0xff; 6];
-/// The Ethernet address of ff02::1 (all nodes).
+/// The Ethernet address of `ff02::1` (all nodes).
 pub const ALL_NODES_MAC: [u8; 6] = [0x33, 0x33, 0, 0, 0, 1];
 const ALL_NODES: Ipv6Addr = Ipv6Addr::new(0xff02, 0, 0, 0, 0, 0, 0, 1);
 
@@ -51,7 +51,7 @@ pub fn advert_v4(
 pub const GARP_LEN: usize = 42;
 
 /// A gratuitous ARP request for `vip` from the virtual MAC: sender and target
-/// protocol address are both the VIP, as OpenBSD's carp_send_arp does.
+/// protocol address are both the VIP, as OpenBSD's `carp_send_arp` does.
 pub fn gratuitous_arp(virtual_mac: [u8; 6], vip: Ipv4Addr) -> [u8; GARP_LEN] {
     let mut frame = [0u8; GARP_LEN];
     frame[0..6].copy_from_slice(&BROADCAST_MAC);
@@ -107,7 +107,7 @@ pub fn unsolicited_na(
     frame
 }
 
-/// ICMPv6 checksum: the internet checksum over the IPv6 pseudo-header and the message.
+/// `ICMPv6` checksum: the internet checksum over the IPv6 pseudo-header and the message.
 fn icmpv6_checksum(source: Ipv6Addr, destination: Ipv6Addr, message: &[u8]) -> u16 {
     let mut pseudo = Vec::with_capacity(40 + message.len());
     pseudo.extend_from_slice(&source.octets());

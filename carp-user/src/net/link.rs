@@ -51,7 +51,7 @@ impl Link {
         for attribute in &message.attributes {
             match attribute {
                 LinkAttribute::Address(bytes) => {
-                    link.mac = <[u8; 6]>::try_from(bytes.as_slice()).ok()
+                    link.mac = <[u8; 6]>::try_from(bytes.as_slice()).ok();
                 }
                 LinkAttribute::Link(parent) => link.parent = Some(*parent),
                 LinkAttribute::LinkInfo(infos) => {

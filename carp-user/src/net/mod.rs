@@ -15,8 +15,10 @@ pub const fn virtual_mac(vhid: u8) -> [u8; 6] {
 
 /// `00:00:5e:00:01:05` form, for logs and status.
 pub fn format_mac(mac: &[u8; 6]) -> String {
-    let [a, b, c, d, e, f] = *mac;
-    format!("{a:02x}:{b:02x}:{c:02x}:{d:02x}:{e:02x}:{f:02x}")
+    mac.iter()
+        .map(|byte| format!("{byte:02x}"))
+        .collect::<Vec<_>>()
+        .join(":")
 }
 
 #[cfg(test)]

@@ -1,4 +1,4 @@
-//! An AF_PACKET socket that sends whole Ethernet frames out of one interface:
+//! An `AF_PACKET` socket that sends whole Ethernet frames out of one interface:
 //! gratuitous ARP and unsolicited NA must carry the virtual MAC as source,
 //! which no IP socket lets us choose.
 //!
@@ -45,7 +45,9 @@ impl PacketSocket {
         }
         // SAFETY: sockaddr_ll is plain old data; all-zero is a valid value.
         let mut address: libc::sockaddr_ll = unsafe { std::mem::zeroed() };
-        address.sll_family = libc::AF_PACKET as u16;
+        #[expect(clippy::cast_possible_truncation, reason = "AF_PACKET is 17")]
+        let family = libc::AF_PACKET as u16;
+        address.sll_family = family;
         address.sll_protocol = u16::from_ne_bytes([frame[12], frame[13]]);
         address.sll_ifindex = i32::try_from(self.ifindex)
             .map_err(|_| io::Error::new(io::ErrorKind::InvalidInput, "ifindex out of range"))?;

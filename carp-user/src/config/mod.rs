@@ -1,0 +1,94 @@
+//! carpd's configuration: TOML, validated into types the agent can trust.
+//! Every error names the file, the table and the key, and says why.
+
+mod raw;
+mod validate;
+
+use std::fmt;
+use std::net::{IpAddr, SocketAddr};
+use std::path::{Path, PathBuf};
+
+use ipnet::IpNet;
+
+pub const DEFAULT_CONTROL_SOCKET: &str = "/run/carpd.sock";
+
+/// A validated configuration.
+#[derive(Debug, Clone)]
+pub struct Config {
+    pub preempt: bool,
+    pub control_socket: PathBuf,
+    pub metrics_listen: Option<SocketAddr>,
+    pub carp: Vec<CarpConfig>,
+    /// Where it came from, for messages.
+    pub path: PathBuf,
+}
+
+/// One `[[carp]]` table: a carp interface with one vhid.
+#[derive(Debug, Clone)]
+pub struct CarpConfig {
+    pub name: String,
+    pub carpdev: String,
+    pub vhid: u8,
+    pub pass: Passphrase,
+    pub advbase: u8,
+    pub advskew: u8,
+    pub addresses: Vec<IpNet>,
+    /// `carp` first, then the configured groups.
+    pub groups: Vec<String>,
+    pub peer: Option<IpAddr>,
+}
+
+/// The shared secret; never printed.
+#[derive(Clone, PartialEq, Eq)]
+pub struct Passphrase(Vec<u8>);
+
+impl Passphrase {
+    pub fn as_bytes(&self) -> &[u8] {
+        &self.0
+    }
+}
+
+impl fmt::Debug for Passphrase {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("<redacted>")
+    }
+}
+
+/// A configuration error; its Display is the whole one-line message.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("{path}: {source}")]
+    Read {
+        path: String,
+        source: std::io::Error,
+    },
+    #[error("{path}: {message}")]
+    Syntax { path: String, message: String },
+    #[error("{path}: {location}: {message}")]
+    Invalid {
+        path: String,
+        location: String,
+        message: String,
+    },
+}
+
+/// Reads and validates the file at `path`.
+pub fn load(path: &Path) -> Result<Config, ConfigError> {
+    let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+        path: path.display().to_string(),
+        source,
+    })?;
+    parse(&text, path)
+}
+
+/// Validates `text`; `path` is used in messages and to resolve relative `pass_file`s.
+pub fn parse(text: &str, path: &Path) -> Result<Config, ConfigError> {
+    let raw: raw::RawConfig = toml::from_str(text).map_err(|error| ConfigError::Syntax {
+        path: path.display().to_string(),
+        message: error.to_string().trim_end().replace('\n', " "),
+    })?;
+    validate::validate(raw, path)
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,187 @@
+//! The XDP side as the agent sees it: load the embedded program, attach it
+//! to each carpdev, tell it which vhids are ours, read its counters, and
+//! receive the advertisements it accepted (`adverts`).
+//!
+//! Map owners (see carp-ebpf/src/program.rs): the agent writes `CARP_VHIDS`,
+//! the program writes `CARP_COUNTERS` and `CARP_ADVERTS`.
+//!
+//! The program is detached when the agent exits (aya drops the links): until
+//! the ownership maps of the dataplane issue exist there is nothing a pinned
+//! program could keep doing for us.
+
+mod adverts;
+
+use aya::maps::{HashMap, MapData, PerCpuHashMap, RingBuf};
+use aya::programs::{Xdp, XdpMode};
+use aya::{Ebpf, include_bytes_aligned};
+use carp_common::{CounterKey, Verdict, VhidConfig, VhidKey};
+use tracing::{info, warn};
+
+pub use adverts::{AdvertReceiver, ReceivedAdvert};
+
+/// The program object built by build.rs (empty when bpf-linker was missing).
+static PROGRAM_OBJECT: &[u8] = include_bytes_aligned!(concat!(env!("OUT_DIR"), "/carp"));
+
+const PROGRAM: &str = "carp";
+const VHIDS_MAP: &str = "CARP_VHIDS";
+const COUNTERS_MAP: &str = "CARP_COUNTERS";
+const ADVERTS_MAP: &str = "CARP_ADVERTS";
+
+#[derive(Debug, thiserror::Error)]
+pub enum DataplaneError {
+    #[error(
+        "this carpd was built without its XDP program (bpf-linker was missing): build it with `cargo xtask build`"
+    )]
+    NotBuilt,
+    #[error("loading the XDP program: {0}")]
+    Load(#[from] aya::EbpfError),
+    #[error("the XDP object has no {0}")]
+    Missing(&'static str),
+    #[error("{what}: {source}")]
+    Map {
+        what: String,
+        source: aya::maps::MapError,
+    },
+    #[error("{what}: {source}")]
+    Program {
+        what: String,
+        source: aya::programs::ProgramError,
+    },
+    #[error("opening the advertisement ring buffer: {0}")]
+    Ring(std::io::Error),
+}
+
+/// One row of the XDP counters, summed over CPUs.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct XdpCounter {
+    pub ifindex: u32,
+    /// 0 where the packet could not be tied to a configured vhid.
+    pub vhid: u8,
+    pub verdict: Verdict,
+    pub packets: u64,
+}
+
+pub struct Dataplane {
+    ebpf: Ebpf,
+    /// carpdevs the program is attached to.
+    attached: Vec<u32>,
+}
+
+impl Dataplane {
+    /// Loads the embedded program into the kernel (not yet attached anywhere).
+    pub fn load() -> Result<Self, DataplaneError> {
+        if PROGRAM_OBJECT.is_empty() {
+            return Err(DataplaneError::NotBuilt);
+        }
+        let mut ebpf = Ebpf::load(PROGRAM_OBJECT)?;
+        let program: &mut Xdp = ebpf
+            .program_mut(PROGRAM)
+            .ok_or(DataplaneError::Missing("XDP program `carp`"))?
+            .try_into()
+            .map_err(|source| DataplaneError::Program {
+                what: "the `carp` program".into(),
+                source,
+            })?;
+        program.load().map_err(|source| DataplaneError::Program {
+            what: "verifying the `carp` program".into(),
+            source,
+        })?;
+        Ok(Self {
+            ebpf,
+            attached: Vec::new(),
+        })
+    }
+
+    /// The receiving end of the advertisement ring buffer; there is one, so
+    /// this succeeds once.
+    pub fn take_adverts(&mut self) -> Result<AdvertReceiver, DataplaneError> {
+        let map = self
+            .ebpf
+            .take_map(ADVERTS_MAP)
+            .ok_or(DataplaneError::Missing("advertisement ring buffer"))?;
+        let ring = RingBuf::try_from(map).map_err(|source| DataplaneError::Map {
+            what: ADVERTS_MAP.into(),
+            source,
+        })?;
+        AdvertReceiver::new(ring).map_err(DataplaneError::Ring)
+    }
+
+    /// Attaches the program to `carpdev` in driver mode, or in generic (skb)
+    /// mode where the driver has no XDP support. Returns its ifindex.
+    pub fn attach(&mut self, carpdev: &str, ifindex: u32) -> Result<(), DataplaneError> {
+        if self.attached.contains(&ifindex) {
+            return Ok(());
+        }
+        let program: &mut Xdp = self
+            .ebpf
+            .program_mut(PROGRAM)
+            .ok_or(DataplaneError::Missing("XDP program `carp`"))?
+            .try_into()
+            .map_err(|source| DataplaneError::Program {
+                what: "the `carp` program".into(),
+                source,
+            })?;
+        match program.attach_to_if_index(ifindex, XdpMode::Driver) {
+            Ok(_) => info!("{carpdev}: XDP program attached (driver mode)"),
+            Err(driver_error) => {
+                program
+                    .attach_to_if_index(ifindex, XdpMode::Skb)
+                    .map_err(|source| DataplaneError::Program {
+                        what: format!("attaching XDP to {carpdev}"),
+                        source,
+                    })?;
+                warn!(
+                    "{carpdev}: no native XDP ({driver_error}), XDP program attached in generic mode"
+                );
+            }
+        }
+        self.attached.push(ifindex);
+        Ok(())
+    }
+
+    /// Tells the program that `vhid` is configured on `ifindex`.
+    pub fn add_vhid(&mut self, ifindex: u32, vhid: u8) -> Result<(), DataplaneError> {
+        let map_error = |source| DataplaneError::Map {
+            what: format!("{VHIDS_MAP}: adding vhid {vhid} on ifindex {ifindex}"),
+            source,
+        };
+        let mut vhids: HashMap<&mut MapData, VhidKey, VhidConfig> = HashMap::try_from(
+            self.ebpf
+                .map_mut(VHIDS_MAP)
+                .ok_or(DataplaneError::Missing("vhid map"))?,
+        )
+        .map_err(map_error)?;
+        vhids
+            .insert(VhidKey::new(ifindex, vhid), VhidConfig::default(), 0)
+            .map_err(map_error)
+    }
+
+    /// Every counter row, summed over CPUs. Rows with an unknown verdict byte
+    /// (a newer program?) are skipped.
+    pub fn counters(&self) -> Result<Vec<XdpCounter>, DataplaneError> {
+        let map_error = |source| DataplaneError::Map {
+            what: COUNTERS_MAP.into(),
+            source,
+        };
+        let counters: PerCpuHashMap<&MapData, CounterKey, u64> = PerCpuHashMap::try_from(
+            self.ebpf
+                .map(COUNTERS_MAP)
+                .ok_or(DataplaneError::Missing("counter map"))?,
+        )
+        .map_err(map_error)?;
+        let mut rows = Vec::new();
+        for entry in &counters {
+            let (key, per_cpu) = entry.map_err(map_error)?;
+            let Some(verdict) = Verdict::from_u8(key.reason) else {
+                continue;
+            };
+            rows.push(XdpCounter {
+                ifindex: key.ifindex,
+                vhid: key.vhid,
+                verdict,
+                packets: per_cpu.iter().sum(),
+            });
+        }
+        Ok(rows)
+    }
+}
