@@ -69,7 +69,9 @@ pub fn validate(raw: RawConfig, path: &Path) -> Result<Config, ConfigError> {
 fn validate_carp(table: RawCarp, context: &Context<'_>) -> Result<CarpConfig, ConfigError> {
     let name = table.name.ok_or_else(|| context.error("name is missing"))?;
     check_ifname(&name, "name", context)?;
-    let carpdev = table.carpdev.ok_or_else(|| context.error("carpdev is missing"))?;
+    let carpdev = table
+        .carpdev
+        .ok_or_else(|| context.error("carpdev is missing"))?;
     check_ifname(&carpdev, "carpdev", context)?;
     let vhid = table.vhid.ok_or_else(|| context.error("vhid is missing"))?;
     let vhid = in_range(vhid, 1, 255, "vhid", context)?;
@@ -117,7 +119,13 @@ fn check_ifname(value: &str, key: &str, context: &Context<'_>) -> Result<(), Con
     Ok(())
 }
 
-fn in_range(value: i64, min: u8, max: u8, key: &str, context: &Context<'_>) -> Result<u8, ConfigError> {
+fn in_range(
+    value: i64,
+    min: u8,
+    max: u8,
+    key: &str,
+    context: &Context<'_>,
+) -> Result<u8, ConfigError> {
     u8::try_from(value)
         .ok()
         .filter(|v| (min..=max).contains(v))
@@ -153,9 +161,8 @@ fn read_pass_file(file: &Path, context: &Context<'_>) -> Result<Vec<u8>, ConfigE
     } else {
         file.to_owned()
     };
-    let mut bytes = std::fs::read(&resolved).map_err(|error| {
-        context.error(format!("pass_file {}: {error}", resolved.display()))
-    })?;
+    let mut bytes = std::fs::read(&resolved)
+        .map_err(|error| context.error(format!("pass_file {}: {error}", resolved.display())))?;
     if bytes.last() == Some(&b'\n') {
         bytes.pop();
     }
@@ -175,7 +182,9 @@ fn read_pass_file(file: &Path, context: &Context<'_>) -> Result<Vec<u8>, ConfigE
 fn addresses(list: Option<Vec<String>>, context: &Context<'_>) -> Result<Vec<IpNet>, ConfigError> {
     let list = list.ok_or_else(|| context.error("addresses is missing"))?;
     if list.is_empty() {
-        return Err(context.error("addresses is empty: a carp interface needs at least one address"));
+        return Err(
+            context.error("addresses is empty: a carp interface needs at least one address")
+        );
     }
     let mut seen = BTreeSet::new();
     let mut nets = Vec::with_capacity(list.len());
@@ -203,14 +212,18 @@ fn groups(configured: Vec<String>, context: &Context<'_>) -> Result<Vec<String>,
         let valid = !group.is_empty()
             && group.len() <= MAX_IFNAME
             && !group.ends_with(|c: char| c.is_ascii_digit())
-            && group.chars().all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-');
+            && group
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-');
         if !valid {
             return Err(context.error(format!(
                 "group \"{group}\" is not a valid group name (1..{MAX_IFNAME} letters, digits, '-' or '_', not ending in a digit)"
             )));
         }
         if groups.contains(&group) {
-            return Err(context.error(format!("group \"{group}\" is listed twice (carp is implicit)")));
+            return Err(context.error(format!(
+                "group \"{group}\" is listed twice (carp is implicit)"
+            )));
         }
         groups.push(group);
     }
@@ -224,7 +237,10 @@ fn peer(text: &str, addresses: &[IpNet], context: &Context<'_>) -> Result<IpAddr
     if peer.is_multicast() || peer.is_unspecified() {
         return Err(context.error(format!("peer {peer} must be a unicast address")));
     }
-    if !addresses.iter().any(|n| n.addr().is_ipv4() == peer.is_ipv4()) {
+    if !addresses
+        .iter()
+        .any(|n| n.addr().is_ipv4() == peer.is_ipv4())
+    {
         return Err(context.error(format!(
             "peer {peer}: the carp interface has no address of that family to advertise"
         )));
@@ -251,12 +267,8 @@ fn check_uniqueness(carp: &[CarpConfig], path: &Path) -> Result<(), ConfigError>
             }
         }
         if carpdevs.contains(table.name.as_str()) {
-            return Err(context.error(format!(
-                "name {} is also used as a carpdev",
-                table.name
-            )));
+            return Err(context.error(format!("name {} is also used as a carpdev", table.name)));
         }
     }
     Ok(())
 }
-

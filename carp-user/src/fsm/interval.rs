@@ -60,12 +60,21 @@ mod tests {
 
     #[test]
     fn sub_second_part_is_exact() {
-        assert_eq!(interval(1, 100).duration(), Duration::from_nanos(1_390_625_000));
+        assert_eq!(
+            interval(1, 100).duration(),
+            Duration::from_micros(1_390_625)
+        );
         assert_eq!(interval(0, 1).duration(), Duration::from_nanos(3_906_250));
         assert_eq!(interval(0, 0).duration(), Duration::from_nanos(3_906_250));
-        assert_eq!(interval(0, 0).master_down(), Duration::from_nanos(11_718_750));
+        assert_eq!(
+            interval(0, 0).master_down(),
+            Duration::from_nanos(11_718_750)
+        );
         assert_eq!(interval(1, 0).master_down(), Duration::from_secs(3));
-        assert_eq!(interval(255, 254).duration(), Duration::from_nanos(255_992_187_500));
+        assert_eq!(
+            interval(255, 254).duration(),
+            Duration::from_nanos(255_992_187_500)
+        );
     }
 
     #[test]

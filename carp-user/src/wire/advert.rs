@@ -138,10 +138,16 @@ mod tests {
     #[test]
     fn every_error_is_detected() {
         let good = sample().encode();
-        assert_eq!(Advertisement::decode(&good[..35]), Err(DecodeError::Short { len: 35 }));
+        assert_eq!(
+            Advertisement::decode(&good[..35]),
+            Err(DecodeError::Short { len: 35 })
+        );
         let mut version = good;
         version[0] = 0x31;
-        assert_eq!(Advertisement::decode(&version), Err(DecodeError::BadVersion(3)));
+        assert_eq!(
+            Advertisement::decode(&version),
+            Err(DecodeError::BadVersion(3))
+        );
         let mut kind = good;
         kind[0] = 0x22;
         assert_eq!(Advertisement::decode(&kind), Err(DecodeError::BadType(2)));

@@ -27,7 +27,10 @@ mod tests {
     #[test]
     fn rfc1071_example() {
         // RFC 1071 section 3: the words 0001 f203 f4f5 f6f7 sum to ddf2.
-        assert_eq!(internet_checksum(&[0x00, 0x01, 0xf2, 0x03, 0xf4, 0xf5, 0xf6, 0xf7]), !0xddf2);
+        assert_eq!(
+            internet_checksum(&[0x00, 0x01, 0xf2, 0x03, 0xf4, 0xf5, 0xf6, 0xf7]),
+            !0xddf2
+        );
     }
 
     #[test]
@@ -37,7 +40,9 @@ mod tests {
 
     #[test]
     fn data_with_its_checksum_sums_to_zero() {
-        let mut data = [0x45u8, 0x00, 0x00, 0x38, 0x12, 0x34, 0x40, 0x00, 0xff, 0x70, 0, 0];
+        let mut data = [
+            0x45u8, 0x00, 0x00, 0x38, 0x12, 0x34, 0x40, 0x00, 0xff, 0x70, 0, 0,
+        ];
         let sum = internet_checksum(&data);
         data[10..12].copy_from_slice(&sum.to_be_bytes());
         assert_eq!(internet_checksum(&data), 0);
