@@ -80,8 +80,7 @@ fn ipv4(ctx: &XdpContext, ifindex: u32) -> u32 {
         Ok(len) if len <= IPV4_MAX_HEADER_LEN => len,
         Ok(_) => return drop_counted(ifindex, 0, Verdict::BadLen),
         Err(verdict) => {
-            let vhid = read::<[u8; 2]>(ctx, ETH_HEADER_LEN + IPV4_MIN_HEADER_LEN)
-                .map_or(0, |start| configured_vhid(ifindex, start[1]));
+            let vhid = vhid_at(ctx, ifindex, ETH_HEADER_LEN + IPV4_MIN_HEADER_LEN);
             return drop_counted(ifindex, vhid, verdict);
         }
     };
@@ -129,7 +128,7 @@ fn advert(
     multicast: bool,
 ) -> u32 {
     let Some(header) = read::<[u8; CARP_HEADER_LEN]>(ctx, offset) else {
-        return drop_counted(ifindex, 0, Verdict::BadLen);
+        return drop_counted(ifindex, vhid_at(ctx, ifindex, offset), Verdict::BadLen);
     };
     let vhid = match check_carp_header(&header) {
         Ok(vhid) => vhid,
@@ -154,6 +153,13 @@ fn advert(
     });
     entry.submit(0);
     drop_counted(ifindex, vhid, Verdict::Accepted)
+}
+
+/// The configured vhid named by the CARP header at `offset`, else 0: for
+/// counting a packet whose header is incomplete or untrusted.
+#[inline(always)]
+fn vhid_at(ctx: &XdpContext, ifindex: u32, offset: usize) -> u8 {
+    read::<[u8; 2]>(ctx, offset).map_or(0, |start| configured_vhid(ifindex, start[1]))
 }
 
 /// `vhid` if it is configured on `ifindex`, else 0: counters are keyed only

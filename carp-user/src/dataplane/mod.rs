@@ -12,7 +12,7 @@
 mod adverts;
 
 use aya::maps::{HashMap, MapData, PerCpuHashMap, RingBuf};
-use aya::programs::{Xdp, XdpMode};
+use aya::programs::{TestRun, TestRunOptions, Xdp, XdpMode};
 use aya::{Ebpf, include_bytes_aligned};
 use carp_common::{CounterKey, Verdict, VhidConfig, VhidKey};
 use tracing::{info, warn};
@@ -61,6 +61,15 @@ pub struct XdpCounter {
     pub packets: u64,
 }
 
+/// What one `BPF_PROG_TEST_RUN` of the program over a frame returned.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct FrameRun {
+    /// The XDP action (`XDP_DROP` 1, `XDP_PASS` 2, ...).
+    pub action: u32,
+    /// The kernel's mean time per run.
+    pub per_run: std::time::Duration,
+}
+
 pub struct Dataplane {
     ebpf: Ebpf,
     /// carpdevs the program is attached to.
@@ -73,23 +82,40 @@ impl Dataplane {
         if PROGRAM_OBJECT.is_empty() {
             return Err(DataplaneError::NotBuilt);
         }
-        let mut ebpf = Ebpf::load(PROGRAM_OBJECT)?;
-        let program: &mut Xdp = ebpf
+        let mut dataplane = Self {
+            ebpf: Ebpf::load(PROGRAM_OBJECT)?,
+            attached: Vec::new(),
+        };
+        dataplane
+            .program_mut()?
+            .load()
+            .map_err(|source| DataplaneError::Program {
+                what: "verifying the `carp` program".into(),
+                source,
+            })?;
+        Ok(dataplane)
+    }
+
+    fn program(&self) -> Result<&Xdp, DataplaneError> {
+        self.ebpf
+            .program(PROGRAM)
+            .ok_or(DataplaneError::Missing("XDP program `carp`"))?
+            .try_into()
+            .map_err(|source| DataplaneError::Program {
+                what: "the `carp` program".into(),
+                source,
+            })
+    }
+
+    fn program_mut(&mut self) -> Result<&mut Xdp, DataplaneError> {
+        self.ebpf
             .program_mut(PROGRAM)
             .ok_or(DataplaneError::Missing("XDP program `carp`"))?
             .try_into()
             .map_err(|source| DataplaneError::Program {
                 what: "the `carp` program".into(),
                 source,
-            })?;
-        program.load().map_err(|source| DataplaneError::Program {
-            what: "verifying the `carp` program".into(),
-            source,
-        })?;
-        Ok(Self {
-            ebpf,
-            attached: Vec::new(),
-        })
+            })
     }
 
     /// The receiving end of the advertisement ring buffer; there is one, so
@@ -107,20 +133,12 @@ impl Dataplane {
     }
 
     /// Attaches the program to `carpdev` in driver mode, or in generic (skb)
-    /// mode where the driver has no XDP support. Returns its ifindex.
+    /// mode where the driver has no XDP support.
     pub fn attach(&mut self, carpdev: &str, ifindex: u32) -> Result<(), DataplaneError> {
         if self.attached.contains(&ifindex) {
             return Ok(());
         }
-        let program: &mut Xdp = self
-            .ebpf
-            .program_mut(PROGRAM)
-            .ok_or(DataplaneError::Missing("XDP program `carp`"))?
-            .try_into()
-            .map_err(|source| DataplaneError::Program {
-                what: "the `carp` program".into(),
-                source,
-            })?;
+        let program = self.program_mut()?;
         match program.attach_to_if_index(ifindex, XdpMode::Driver) {
             Ok(_) => info!("{carpdev}: XDP program attached (driver mode)"),
             Err(driver_error) => {
@@ -154,6 +172,27 @@ impl Dataplane {
         vhids
             .insert(VhidKey::new(ifindex, vhid), VhidConfig::default(), 0)
             .map_err(map_error)
+    }
+
+    /// Runs the loaded program over `frame` `repeat` times in the kernel
+    /// (`BPF_PROG_TEST_RUN`), as if it arrived on the loopback interface of
+    /// the calling thread's network namespace. For tests and benchmarks.
+    pub fn run_on_frame(&self, frame: &[u8], repeat: u32) -> Result<FrameRun, DataplaneError> {
+        let result = self
+            .program()?
+            .test_run(TestRunOptions {
+                data_in: Some(frame),
+                repeat,
+                ..TestRunOptions::default()
+            })
+            .map_err(|source| DataplaneError::Program {
+                what: "BPF_PROG_TEST_RUN".into(),
+                source,
+            })?;
+        Ok(FrameRun {
+            action: result.return_value,
+            per_run: result.duration,
+        })
     }
 
     /// Every counter row, summed over CPUs. Rows with an unknown verdict byte
