@@ -130,8 +130,12 @@ pub fn render(status: &Status) -> String {
 pub async fn serve(listener: TcpListener, handle: Handle) {
     let slots = Arc::new(Semaphore::new(MAX_SCRAPES));
     loop {
-        let Ok((stream, peer)) = listener.accept().await else {
-            continue;
+        let (stream, peer) = match listener.accept().await {
+            Ok(accepted) => accepted,
+            Err(error) => {
+                crate::daemon::accept_failed("metrics", &error).await;
+                continue;
+            }
         };
         let Ok(permit) = slots.clone().acquire_owned().await else {
             return;

@@ -53,8 +53,12 @@ impl ControlSocket {
     pub async fn serve(&self, handle: Handle) {
         let slots = Arc::new(Semaphore::new(MAX_CLIENTS));
         loop {
-            let Ok((stream, _)) = self.listener.accept().await else {
-                continue;
+            let stream = match self.listener.accept().await {
+                Ok((stream, _)) => stream,
+                Err(error) => {
+                    super::accept_failed("control socket", &error).await;
+                    continue;
+                }
             };
             let Ok(permit) = slots.clone().acquire_owned().await else {
                 return;

@@ -374,6 +374,15 @@ impl Agent {
     }
 }
 
+/// Pause after a failed accept (out of file descriptors, say) so a server
+/// loop does not spin on an error that will not clear at once.
+const ACCEPT_BACKOFF: std::time::Duration = std::time::Duration::from_millis(100);
+
+pub(crate) async fn accept_failed(server: &str, error: &std::io::Error) {
+    tracing::debug!(%error, "{server}: accept failed");
+    tokio::time::sleep(ACCEPT_BACKOFF).await;
+}
+
 async fn sleep_until(deadline: Option<Mono>) {
     match deadline {
         Some(deadline) => {
