@@ -2,11 +2,13 @@
 //! Every error names the file, the table and the key, and says why.
 
 mod raw;
+mod track;
 mod validate;
 
 use std::fmt;
 use std::net::{IpAddr, SocketAddr};
 use std::path::{Path, PathBuf};
+use std::time::Duration;
 
 use ipnet::IpNet;
 
@@ -19,6 +21,11 @@ pub struct Config {
     pub control_socket: PathBuf,
     pub metrics_listen: Option<SocketAddr>,
     pub carp: Vec<CarpConfig>,
+    /// The boot interlock holds `carp` demoted until the node is ready, but
+    /// never longer than this.
+    pub boot_timeout: Duration,
+    pub hooks: HooksConfig,
+    pub track: Vec<TrackConfig>,
     /// Where it came from, for messages.
     pub path: PathBuf,
 }
@@ -36,6 +43,63 @@ pub struct CarpConfig {
     /// `carp` first, then the configured groups.
     pub groups: Vec<String>,
     pub peer: Option<IpAddr>,
+    /// Also fold the demote sum into the advertised advskew (clamped to
+    /// 240): FreeBSD and pfSense never read the demote byte.
+    pub freebsd_compat: bool,
+}
+
+/// Commands run through `sh -c` on events, never waited for by the agent.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct HooksConfig {
+    /// On every state transition of a carp interface.
+    pub transition: Option<String>,
+    /// On every change of a group's demote counter.
+    pub demote: Option<String>,
+    /// A hook still running after this is killed.
+    pub timeout: Duration,
+}
+
+/// One `[[track]]` table: a connectivity check that demotes `group` by
+/// `demote` while it fails.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TrackConfig {
+    pub name: String,
+    pub kind: TrackKind,
+    pub interval: Duration,
+    /// A check not done within this is a failed check.
+    pub timeout: Duration,
+    /// Consecutive good checks that make a failing tracker good.
+    pub rise: u32,
+    /// Consecutive failed checks that make a good tracker fail.
+    pub fall: u32,
+    pub group: String,
+    pub demote: u32,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum TrackKind {
+    /// Carrier of an interface.
+    Link { interface: String },
+    /// ICMP echo to `target`, out of `interface` when given.
+    Ping {
+        target: IpAddr,
+        interface: Option<String>,
+    },
+    /// Every carp interface of the tracker's group in the same role.
+    Coherence,
+    /// `command` through `sh -c`; exit status 0 is good.
+    Exec { command: String },
+}
+
+impl TrackKind {
+    pub const fn name(&self) -> &'static str {
+        match self {
+            TrackKind::Link { .. } => "link",
+            TrackKind::Ping { .. } => "ping",
+            TrackKind::Coherence => "coherence",
+            TrackKind::Exec { .. } => "exec",
+        }
+    }
 }
 
 /// The shared secret; never printed.

@@ -11,8 +11,12 @@ pub struct RawConfig {
     pub preempt: Option<bool>,
     pub control_socket: Option<PathBuf>,
     pub metrics_listen: Option<String>,
+    pub boot_timeout: Option<i64>,
+    pub hooks: Option<RawHooks>,
     #[serde(default)]
     pub carp: Vec<RawCarp>,
+    #[serde(default)]
+    pub track: Vec<RawTrack>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -29,4 +33,29 @@ pub struct RawCarp {
     #[serde(default)]
     pub groups: Vec<String>,
     pub peer: Option<String>,
+    pub freebsd_compat: Option<bool>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawHooks {
+    pub transition: Option<String>,
+    pub demote: Option<String>,
+    pub timeout_ms: Option<i64>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawTrack {
+    pub name: Option<String>,
+    pub kind: Option<String>,
+    pub interval_ms: Option<i64>,
+    pub timeout_ms: Option<i64>,
+    pub rise: Option<i64>,
+    pub fall: Option<i64>,
+    pub group: Option<String>,
+    pub demote: Option<i64>,
+    pub interface: Option<String>,
+    pub target: Option<String>,
+    pub command: Option<String>,
 }

@@ -3,6 +3,7 @@
 use std::collections::BTreeSet;
 use std::net::IpAddr;
 use std::path::{Path, PathBuf};
+use std::time::Duration;
 
 use ipnet::IpNet;
 
@@ -12,15 +13,18 @@ use crate::groups::CARP_GROUP;
 use crate::wire::MAX_PASSPHRASE;
 
 /// Linux's IFNAMSIZ less the terminating NUL.
-const MAX_IFNAME: usize = 15;
+pub(super) const MAX_IFNAME: usize = 15;
+/// Seconds the boot interlock may hold the node demoted by default.
+const DEFAULT_BOOT_TIMEOUT_S: i64 = 60;
+const MAX_BOOT_TIMEOUT_S: u64 = 3600;
 
-struct Context<'a> {
-    path: &'a Path,
-    location: String,
+pub(super) struct Context<'a> {
+    pub path: &'a Path,
+    pub location: String,
 }
 
 impl Context<'_> {
-    fn error(&self, message: impl Into<String>) -> ConfigError {
+    pub fn error(&self, message: impl Into<String>) -> ConfigError {
         ConfigError::Invalid {
             path: self.path.display().to_string(),
             location: self.location.clone(),
@@ -55,6 +59,15 @@ pub fn validate(raw: RawConfig, path: &Path) -> Result<Config, ConfigError> {
         carp.push(validate_carp(table, &context)?);
     }
     check_uniqueness(&carp, path)?;
+    let boot_timeout = Duration::from_secs(number(
+        raw.boot_timeout.unwrap_or(DEFAULT_BOOT_TIMEOUT_S),
+        1,
+        MAX_BOOT_TIMEOUT_S,
+        "boot_timeout",
+        &top,
+    )?);
+    let hooks = super::track::hooks(raw.hooks, path)?;
+    let track = super::track::trackers(raw.track, &carp, path)?;
     Ok(Config {
         preempt: raw.preempt.unwrap_or(false),
         control_socket: raw
@@ -62,6 +75,9 @@ pub fn validate(raw: RawConfig, path: &Path) -> Result<Config, ConfigError> {
             .unwrap_or_else(|| PathBuf::from(DEFAULT_CONTROL_SOCKET)),
         metrics_listen,
         carp,
+        boot_timeout,
+        hooks,
+        track,
         path: path.to_owned(),
     })
 }
@@ -94,10 +110,15 @@ fn validate_carp(table: RawCarp, context: &Context<'_>) -> Result<CarpConfig, Co
         addresses,
         groups,
         peer,
+        freebsd_compat: table.freebsd_compat.unwrap_or(false),
     })
 }
 
-fn check_ifname(value: &str, key: &str, context: &Context<'_>) -> Result<(), ConfigError> {
+pub(super) fn check_ifname(
+    value: &str,
+    key: &str,
+    context: &Context<'_>,
+) -> Result<(), ConfigError> {
     let bad = value.is_empty()
         || value.len() > MAX_IFNAME
         || value == "."
@@ -127,6 +148,20 @@ fn in_range(
     context: &Context<'_>,
 ) -> Result<u8, ConfigError> {
     u8::try_from(value)
+        .ok()
+        .filter(|v| (min..=max).contains(v))
+        .ok_or_else(|| context.error(format!("{key} {value} out of range {min}..{max}")))
+}
+
+/// `value` as a u64 in `min..=max`, or an error naming `key`.
+pub(super) fn number(
+    value: i64,
+    min: u64,
+    max: u64,
+    key: &str,
+    context: &Context<'_>,
+) -> Result<u64, ConfigError> {
+    u64::try_from(value)
         .ok()
         .filter(|v| (min..=max).contains(v))
         .ok_or_else(|| context.error(format!("{key} {value} out of range {min}..{max}")))
