@@ -160,12 +160,12 @@ fn kind(table: &RawTrack, context: &Context<'_>) -> Result<TrackKind, ConfigErro
         .ok_or_else(|| context.error("kind is missing (link, ping, coherence or exec)"))?;
     let (allowed, parsed): (&[&str], TrackKind) = match kind {
         "link" => {
-            let interface = required(&table.interface, "interface", kind, context)?;
+            let interface = required(table.interface.as_ref(), "interface", kind, context)?;
             check_ifname(&interface, "interface", context)?;
             (&["interface"], TrackKind::Link { interface })
         }
         "ping" => {
-            let target = required(&table.target, "target", kind, context)?;
+            let target = required(table.target.as_ref(), "target", kind, context)?;
             let target: IpAddr = target
                 .parse()
                 .map_err(|_| context.error(format!("target \"{target}\" is not an IP address")))?;
@@ -185,7 +185,7 @@ fn kind(table: &RawTrack, context: &Context<'_>) -> Result<TrackKind, ConfigErro
         }
         "coherence" => (&[], TrackKind::Coherence),
         "exec" => {
-            let command = required(&table.command, "command", kind, context)?;
+            let command = required(table.command.as_ref(), "command", kind, context)?;
             if command.trim().is_empty() {
                 return Err(context.error("command is empty"));
             }
@@ -210,13 +210,13 @@ fn kind(table: &RawTrack, context: &Context<'_>) -> Result<TrackKind, ConfigErro
 }
 
 fn required(
-    value: &Option<String>,
+    value: Option<&String>,
     key: &str,
     kind: &str,
     context: &Context<'_>,
 ) -> Result<String, ConfigError> {
     value
-        .clone()
+        .cloned()
         .ok_or_else(|| context.error(format!("{key} is missing (kind {kind} needs it)")))
 }
 
@@ -282,12 +282,16 @@ mod tests {
     #[test]
     fn defaults_without_any_of_it() {
         let config = parse(CARP, Path::new("/etc/carpd.toml")).unwrap_or_else(|e| panic!("{e}"));
-        assert_eq!(config.boot_timeout, Duration::from_secs(60));
+        assert_eq!(config.boot_timeout, Duration::from_mins(1));
         assert!(config.track.is_empty());
         assert_eq!(config.hooks.transition, None);
     }
 
     #[test]
+    #[expect(
+        clippy::too_many_lines,
+        reason = "one table row per rule reads best as one table"
+    )]
     fn every_rule_names_the_table_and_the_key() {
         let track = |body: &str| format!("[[track]]\nname = \"t\"\n{body}");
         let cases = [
