@@ -21,15 +21,21 @@ fn main() -> Result<()> {
         PathBuf::from(env::var_os("CARGO_MANIFEST_DIR").context("CARGO_MANIFEST_DIR is not set")?);
     let ebpf_dir = manifest_dir.join("../carp-ebpf");
     println!("cargo:rerun-if-env-changed=PATH");
-    if !on_path("bpf-linker") {
+    let Some(linker) = find_on_path("bpf-linker") else {
         println!(
             "cargo:warning=bpf-linker not found: carpd is built without its XDP program (run `cargo xtask setup`)"
         );
         println!("cargo:rerun-if-changed={}", ebpf_dir.display());
+        // A path that does not exist makes cargo rerun this script on every
+        // build, so the stub is replaced as soon as setup installs
+        // bpf-linker (PATH itself usually stays the same).
+        println!("cargo:rerun-if-changed={}", expected_linker().display());
         let stub = out_dir.join(PROGRAM);
         fs::write(&stub, []).with_context(|| format!("writing {}", stub.display()))?;
         return Ok(());
-    }
+    };
+    // Rebuild with a new bpf-linker.
+    println!("cargo:rerun-if-changed={}", linker.display());
     let root_dir = ebpf_dir
         .to_str()
         .context("the carp-ebpf path is not UTF-8")?;
@@ -43,9 +49,20 @@ fn main() -> Result<()> {
     )
 }
 
-fn on_path(program: &str) -> bool {
-    env::var_os("PATH")
-        .is_some_and(|path| env::split_paths(&path).any(|dir| is_file(&dir.join(program))))
+fn find_on_path(program: &str) -> Option<PathBuf> {
+    let path = env::var_os("PATH")?;
+    env::split_paths(&path)
+        .map(|dir| dir.join(program))
+        .find(|candidate| is_file(candidate))
+}
+
+/// Where `cargo install` (as `cargo xtask setup` runs it) puts bpf-linker.
+fn expected_linker() -> PathBuf {
+    let cargo_home = env::var_os("CARGO_HOME")
+        .map(PathBuf::from)
+        .or_else(|| env::var_os("HOME").map(|home| PathBuf::from(home).join(".cargo")))
+        .unwrap_or_else(|| PathBuf::from("/root/.cargo"));
+    cargo_home.join("bin").join("bpf-linker")
 }
 
 fn is_file(path: &Path) -> bool {
