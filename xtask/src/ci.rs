@@ -9,6 +9,7 @@ use anyhow::{Result, bail};
 
 use crate::release;
 use crate::setup;
+use crate::test_summary;
 use crate::tools::{cargo, describe, is_root, run as run_command};
 
 pub fn run(cargo_test_args: &[String]) -> Result<()> {
@@ -32,17 +33,22 @@ pub fn run(cargo_test_args: &[String]) -> Result<()> {
         ]),
     )?;
     let binaries = step("release build", release::compile)?;
-    step_command(
-        "test",
-        cargo()
-            .args(["test", "--workspace"])
-            .args(cargo_test_args)
-            .env("CARPD_BIN", &binaries.carpd)
-            .env("CARPCTL_BIN", &binaries.carpctl),
-    )?;
+    let mut tests = cargo();
+    tests
+        .args(["test", "--workspace"])
+        .args(cargo_test_args)
+        .env("CARPD_BIN", &binaries.carpd)
+        .env("CARPCTL_BIN", &binaries.carpctl);
+    announce("test", Some(&describe(&tests)));
+    let totals = timed("test", || test_summary::run_counting(&mut tests))?;
     println!(
         "xtask test: all steps passed in {:.0}s",
         started.elapsed().as_secs_f64()
+    );
+    // One closing line for all test binaries together.
+    println!(
+        "tests: {} passed, {} failed, {} skipped",
+        totals.passed, totals.failed, totals.ignored
     );
     Ok(())
 }

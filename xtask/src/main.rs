@@ -5,6 +5,7 @@ mod lab;
 mod release;
 mod run;
 mod setup;
+mod test_summary;
 mod tools;
 
 use std::process::ExitCode;
