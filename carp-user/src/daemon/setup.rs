@@ -8,26 +8,38 @@ use std::net::IpAddr;
 use anyhow::{Context, bail};
 use tracing::{info, warn};
 
-use super::Agent;
-use super::vhid::Vhid;
+use tokio::sync::mpsc;
+
+use super::demotion::Boot;
+use super::tracking::Tracker;
+use super::vhid::{SendHealth, Vhid};
+use super::{Agent, EVENT_QUEUE, Inputs};
 use crate::api::Counters;
+use crate::clock;
 use crate::config::{CarpConfig, Config};
-use crate::dataplane::{AdvertReceiver, Dataplane};
+use crate::dataplane::Dataplane;
 use crate::fsm::{self, Interval, Machine};
 use crate::groups::Groups;
+use crate::hooks::Hooks;
 use crate::net::advert_socket::{AdvertSocketV4, AdvertSocketV6, Destination};
 use crate::net::link::Links;
+use crate::net::link_monitor;
 use crate::net::packet_socket::PacketSocket;
 use crate::net::sysctl::Sysctls;
 use crate::net::virtual_mac;
+use crate::track;
 use crate::wire::{Authenticator, Key};
 
-pub(super) async fn build(config: &Config) -> anyhow::Result<(Agent, AdvertReceiver)> {
+pub(super) async fn build(config: &Config) -> anyhow::Result<(Agent, Inputs)> {
     let links = Links::connect().context("opening rtnetlink")?;
+    // Subscribed before the carpdevs' carrier is read below, so no change is lost.
+    let (carrier_tx, carrier) = mpsc::channel(EVENT_QUEUE);
+    let link_monitor = link_monitor::watch(carrier_tx).context("watching link changes")?;
     let mut dataplane = Dataplane::load().context("loading the XDP program")?;
     let adverts = dataplane
         .take_adverts()
         .context("opening the advertisement ring buffer")?;
+    let now = clock::now();
     let mut agent = Agent {
         vhids: Vec::with_capacity(config.carp.len()),
         groups: Groups::new(
@@ -36,12 +48,20 @@ pub(super) async fn build(config: &Config) -> anyhow::Result<(Agent, AdvertRecei
                 .iter()
                 .flat_map(|c| c.groups.iter().map(String::as_str)),
         ),
+        trackers: config
+            .track
+            .iter()
+            .map(|t| Tracker::new(t.clone(), now))
+            .collect(),
+        hooks: Hooks::new(&config.hooks),
+        boot: Boot::new(config.boot_timeout),
         dataplane,
         links,
         sysctls: Sysctls::default(),
         carpdevs: BTreeMap::new(),
         carpdev_drops: BTreeMap::new(),
         carp_interfaces: Vec::new(),
+        send_error_changes: Vec::new(),
     };
     let ipv6_router = Sysctls::get("net.ipv6.conf.all.forwarding").is_ok_and(|v| v == "1");
     for carp in &config.carp {
@@ -53,7 +73,16 @@ pub(super) async fn build(config: &Config) -> anyhow::Result<(Agent, AdvertRecei
             }
         }
     }
-    Ok((agent, adverts))
+    let (checks_tx, checks) = mpsc::channel(EVENT_QUEUE);
+    let trackers = track::spawn(&config.track, checks_tx);
+    let inputs = Inputs {
+        adverts,
+        carrier,
+        checks,
+        _link_monitor: link_monitor,
+        _trackers: trackers,
+    };
+    Ok((agent, inputs))
 }
 
 async fn add_vhid(
@@ -145,6 +174,9 @@ async fn add_vhid(
         announcer,
         counters: Counters::default(),
         ipv6_router,
+        admin_down: false,
+        carpdev_carrier: carpdev.carrier,
+        send_health: SendHealth::default(),
     })
 }
 

@@ -37,6 +37,14 @@ pub struct Link {
     pub parent: Option<u32>,
     pub is_macvlan: bool,
     pub up: bool,
+    /// Administratively up with a carrier (`IFF_UP` and `IFF_LOWER_UP`).
+    pub carrier: bool,
+}
+
+/// Up and with a carrier: frames can pass.
+pub fn has_carrier(message: &LinkMessage) -> bool {
+    message.header.flags.contains(LinkFlags::Up)
+        && message.header.flags.contains(LinkFlags::LowerUp)
 }
 
 impl Link {
@@ -47,6 +55,7 @@ impl Link {
             parent: None,
             is_macvlan: false,
             up: message.header.flags.contains(LinkFlags::Up),
+            carrier: has_carrier(message),
         };
         for attribute in &message.attributes {
             match attribute {
