@@ -12,6 +12,7 @@
 use std::collections::BTreeMap;
 use std::fs;
 use std::path::Path;
+use std::time::Duration;
 
 use crate::carpd::Carpd;
 use crate::error::{Error, Result};
@@ -89,6 +90,9 @@ pub struct LabHost {
     pub address: &'static str,
     /// Its default gateway: a VIP.
     pub gateway: &'static str,
+    /// Its IPv6 address and default gateway (a VIP), on segments whose vhid
+    /// has an IPv6 VIP.
+    pub ipv6: Option<(&'static str, &'static str)>,
 }
 
 pub const CLIENT: LabHost = LabHost {
@@ -97,6 +101,7 @@ pub const CLIENT: LabHost = LabHost {
     bridge: "outside",
     address: "10.0.1.100/24",
     gateway: "10.0.1.1",
+    ipv6: Some(("fd00:1::100/64", "fd00:1::1")),
 };
 
 pub const SERVER: LabHost = LabHost {
@@ -105,7 +110,54 @@ pub const SERVER: LabHost = LabHost {
     bridge: "inside",
     address: "10.0.2.100/24",
     gateway: "10.0.2.1",
+    ipv6: None,
 };
+
+/// What a scenario may change in the lab's carpd configs; the default is
+/// the lab's own (preempt on, advbase 1, each gateway's advskew).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct CarpdOptions {
+    pub preempt: bool,
+    pub advbase: u8,
+    /// `None`: the gateway's own ([`Gateway::advskew`]).
+    pub advskew: Option<u8>,
+}
+
+impl Default for CarpdOptions {
+    fn default() -> Self {
+        Self {
+            preempt: true,
+            advbase: 1,
+            advskew: None,
+        }
+    }
+}
+
+impl CarpdOptions {
+    #[must_use]
+    pub fn preempt(self, preempt: bool) -> Self {
+        Self { preempt, ..self }
+    }
+
+    pub fn advskew_of(&self, gateway: &Gateway) -> u8 {
+        self.advskew.unwrap_or(gateway.advskew)
+    }
+
+    /// How often `gateway` advertises as MASTER: advbase + advskew/256
+    /// seconds (1/256 s for 0/0, as carp(4)).
+    pub fn interval(&self, gateway: &Gateway) -> Duration {
+        let skew_nanos = u64::from(self.advskew_of(gateway)) * 1_000_000_000 / 256;
+        match (self.advbase, skew_nanos) {
+            (0, 0) => Duration::from_nanos(1_000_000_000 / 256),
+            (advbase, skew) => Duration::from_secs(u64::from(advbase)) + Duration::from_nanos(skew),
+        }
+    }
+
+    /// How long `gateway` as BACKUP waits for a silent master: 3 intervals.
+    pub fn master_down(&self, gateway: &Gateway) -> Duration {
+        self.interval(gateway) * 3
+    }
+}
 
 /// The lab's network, ready to build.
 #[derive(Debug)]
@@ -129,11 +181,16 @@ impl Lab {
             );
         }
         for host in [CLIENT, SERVER] {
-            spec = spec.node(
-                NodeSpec::new(host.name)
+            let node = match host.ipv6 {
+                Some((address6, gateway6)) => NodeSpec::new(host.name)
+                    .port(host.ifname, host.bridge, &[host.address, address6])
+                    .default_via(host.gateway)
+                    .default_via(gateway6),
+                None => NodeSpec::new(host.name)
                     .port(host.ifname, host.bridge, &[host.address])
                     .default_via(host.gateway),
-            );
+            };
+            spec = spec.node(node);
         }
         spec
     }
@@ -168,10 +225,22 @@ impl Lab {
     /// Writes `<dir>/<gw>.toml` and starts carpd on `gateway` with its
     /// control socket `<dir>/<gw>.sock` and its log `<dir>/<gw>.log`.
     pub fn start_carpd(&self, gateway: &Gateway, dir: &Path) -> Result<Carpd> {
+        self.start_carpd_with(gateway, dir, &CarpdOptions::default())
+    }
+
+    /// [`Lab::start_carpd`] with a scenario's options. A restart on the
+    /// same `dir` rewrites the config and appends to the same log.
+    pub fn start_carpd_with(
+        &self,
+        gateway: &Gateway,
+        dir: &Path,
+        options: &CarpdOptions,
+    ) -> Result<Carpd> {
         let config = dir.join(format!("{}.toml", gateway.name));
         let socket = dir.join(format!("{}.sock", gateway.name));
         let log = dir.join(format!("{}.log", gateway.name));
-        fs::write(&config, carpd_config(gateway, &socket)).map_err(|source| Error::Io {
+        let text = carpd_config_with(gateway, &socket, options);
+        fs::write(&config, text).map_err(|source| Error::Io {
             what: format!("write {}", config.display()),
             source,
         })?;
@@ -196,28 +265,71 @@ impl Lab {
 /// carpd's TOML config for `gateway`: both vhids, preempt on, metrics on
 /// the sync address.
 pub fn carpd_config(gateway: &Gateway, control_socket: &Path) -> String {
-    let sync_ip = gateway.sync.split('/').next().unwrap_or(gateway.sync);
+    carpd_config_with(gateway, control_socket, &CarpdOptions::default())
+}
+
+/// carpd's TOML config for `gateway` with a scenario's options.
+pub fn carpd_config_with(
+    gateway: &Gateway,
+    control_socket: &Path,
+    options: &CarpdOptions,
+) -> String {
+    let sync_ip = address_of(gateway.sync);
     let vhids: Vec<String> = VHIDS
         .iter()
         .map(|vhid| {
             let addresses: Vec<String> = vhid.addresses.iter().map(|a| toml_string(a)).collect();
             format!(
-                "\n[[carp]]\nname = {}\ncarpdev = {}\nvhid = {}\npass = {}\nadvbase = 1\nadvskew = {}\naddresses = [{}]\n",
+                "\n[[carp]]\nname = {}\ncarpdev = {}\nvhid = {}\npass = {}\nadvbase = {}\nadvskew = {}\naddresses = [{}]\n",
                 toml_string(vhid.name),
                 toml_string(vhid.carpdev),
                 vhid.vhid,
                 toml_string(PASS),
-                gateway.advskew,
+                options.advbase,
+                options.advskew_of(gateway),
                 addresses.join(", "),
             )
         })
         .collect();
     format!(
-        "preempt = true\ncontrol_socket = {}\nmetrics_listen = {}\n{}",
+        "preempt = {}\ncontrol_socket = {}\nmetrics_listen = {}\n{}",
+        options.preempt,
         toml_string(&control_socket.to_string_lossy()),
         toml_string(&format!("{sync_ip}:{METRICS_PORT}")),
         vhids.concat(),
     )
+}
+
+/// The end host on the segment of `vhid`'s carpdev: who sees its
+/// announcements and uses its VIP as gateway.
+pub fn host_behind(vhid: &VhidSpec) -> Option<LabHost> {
+    let spec = Lab::spec();
+    let gateway = spec
+        .nodes
+        .iter()
+        .find(|node| node.name == GATEWAYS[0].name)?;
+    let port = gateway
+        .ports
+        .iter()
+        .find(|port| port.ifname == vhid.carpdev)?;
+    [CLIENT, SERVER]
+        .into_iter()
+        .find(|host| host.bridge == port.bridge)
+}
+
+/// carp's virtual MAC for `vhid`, as `ip` and tcpdump print it.
+pub fn virtual_mac(vhid: u8) -> String {
+    format!("00:00:5e:00:01:{vhid:02x}")
+}
+
+/// Where `gateway` serves `/metrics`: its sync address.
+pub fn metrics_address(gateway: &Gateway) -> (&'static str, u16) {
+    (address_of(gateway.sync), METRICS_PORT)
+}
+
+/// `10.0.3.2` of `10.0.3.2/24`.
+pub fn address_of(with_prefix: &str) -> &str {
+    with_prefix.split('/').next().unwrap_or(with_prefix)
 }
 
 /// A TOML basic string. JSON's string escapes are a subset of TOML's, so
@@ -253,6 +365,86 @@ mod tests {
         assert_eq!(spec.nodes.len(), 4);
         assert_eq!(spec.bridges, LAB_BRIDGES);
         Ok(())
+    }
+
+    #[test]
+    fn the_client_has_ipv6_behind_the_ipv6_vip() {
+        let spec = Lab::spec();
+        let client = spec
+            .nodes
+            .iter()
+            .find(|node| node.name == CLIENT.name)
+            .expect("the lab has a client");
+        assert_eq!(
+            client.ports[0].addresses,
+            ["10.0.1.100/24", "fd00:1::100/64"]
+        );
+        assert_eq!(client.default_routes, ["10.0.1.1", "fd00:1::1"]);
+        assert!(VHIDS[0].addresses.contains(&"fd00:1::1/64"));
+    }
+
+    #[test]
+    fn options_change_preempt_advbase_and_advskew() -> anyhow::Result<()> {
+        let options = CarpdOptions {
+            preempt: false,
+            advbase: 2,
+            advskew: Some(7),
+        };
+        let text = carpd_config_with(&GATEWAYS[1], Path::new("/tmp/gw2.sock"), &options);
+        assert!(text.starts_with("preempt = false\n"), "{text}");
+        let config: toml::Table = toml::from_str(&text)?;
+        assert_eq!(config["preempt"].as_bool(), Some(false));
+        for carp in config["carp"].as_array().expect("[[carp]] tables") {
+            assert_eq!(carp["advbase"].as_integer(), Some(2));
+            assert_eq!(carp["advskew"].as_integer(), Some(7));
+        }
+        // The defaults are the lab's: what carpd_config writes.
+        let socket = Path::new("/tmp/gw1.sock");
+        assert_eq!(
+            carpd_config_with(&GATEWAYS[0], socket, &CarpdOptions::default()),
+            carpd_config(&GATEWAYS[0], socket)
+        );
+        Ok(())
+    }
+
+    #[test]
+    fn intervals_keep_the_advskew_fraction() {
+        let lab = CarpdOptions::default();
+        assert_eq!(lab.interval(&GATEWAYS[0]), Duration::from_secs(1));
+        // advskew 100: 1 + 100/256 s, exactly.
+        assert_eq!(lab.interval(&GATEWAYS[1]), Duration::from_micros(1_390_625));
+        assert_eq!(
+            lab.master_down(&GATEWAYS[1]),
+            Duration::from_micros(4_171_875)
+        );
+        let fastest = CarpdOptions {
+            advbase: 0,
+            advskew: Some(0),
+            ..lab
+        };
+        assert_eq!(
+            fastest.interval(&GATEWAYS[1]),
+            Duration::from_nanos(3_906_250)
+        );
+    }
+
+    #[test]
+    fn each_vhid_has_a_host_behind_it() {
+        assert_eq!(host_behind(&VHIDS[0]), Some(CLIENT));
+        assert_eq!(host_behind(&VHIDS[1]), Some(SERVER));
+    }
+
+    #[test]
+    fn virtual_macs_are_hex() {
+        assert_eq!(virtual_mac(1), "00:00:5e:00:01:01");
+        assert_eq!(virtual_mac(200), "00:00:5e:00:01:c8");
+    }
+
+    #[test]
+    fn metrics_listen_on_the_sync_address() {
+        assert_eq!(metrics_address(&GATEWAYS[0]), ("10.0.3.2", 9117));
+        assert_eq!(address_of("fd00:1::1/64"), "fd00:1::1");
+        assert_eq!(address_of("10.0.1.1"), "10.0.1.1");
     }
 
     #[test]

@@ -7,12 +7,14 @@
 //! - [`Process`]: a child killed and reaped on drop; [`Capture`]: tcpdump lines.
 //! - [`wait_until`] / [`wait_for`]: bounded polling instead of sleeps.
 //! - [`Carpd`] and [`carpctl_status`]: run the agent and read its state.
+//! - [`Cluster`]: the lab with carpd on both gateways, for election scenarios.
 //!
 //! Everything here shells out to `ip`, `tcpdump` and the carp binaries: the
 //! tests exercise the same tools an operator uses, and need root.
 
 mod capture;
 mod carpd;
+mod cluster;
 mod command;
 mod error;
 mod host;
@@ -25,15 +27,17 @@ mod wait;
 
 pub use capture::Capture;
 pub use carpd::{Carpd, carpctl_status};
+pub use cluster::{Cluster, LinkState, READY_TIMEOUT, gateway};
 pub use command::{describe, output};
 pub use error::{Error, Result};
 pub use host::{carpctl_bin, carpd_bin, is_root, release_dir, require_root, workspace_root};
 pub use lab::{
-    CLIENT, GATEWAYS, Gateway, LAB_BRIDGES, Lab, LabHost, SERVER, VHIDS, VhidSpec, carpd_config,
-    masters_by_vhid,
+    CLIENT, CarpdOptions, GATEWAYS, Gateway, LAB_BRIDGES, Lab, LabHost, SERVER, VHIDS, VhidSpec,
+    address_of, carpd_config, carpd_config_with, host_behind, masters_by_vhid, metrics_address,
+    virtual_mac,
 };
 pub use netns::{Netns, exists as netns_exists, list as list_netns, sweep_stale, unique_stem};
 pub use process::{Process, Signal};
-pub use status::{CarpState, InterfaceStatus, Status};
+pub use status::{CarpState, Counters, InterfaceStatus, Status};
 pub use topology::{NodeSpec, PortSpec, Topology, TopologySpec};
 pub use wait::{POLL_INTERVAL, wait_for, wait_until};
