@@ -57,7 +57,7 @@ pub(super) async fn build(config: &Config) -> anyhow::Result<(Agent, Inputs)> {
         boot: Boot::new(config.boot_timeout),
         dataplane,
         links,
-        sysctls: Sysctls::default(),
+        sysctls: Sysctls::with_journal(&config.control_socket.with_extension("sysctls")),
         carpdevs: BTreeMap::new(),
         carpdev_drops: BTreeMap::new(),
         carp_interfaces: Vec::new(),
