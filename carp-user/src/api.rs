@@ -158,6 +158,15 @@ pub struct Counters {
     pub send_errors: u64,
     /// Drops by reason (OpenBSD carpstats names), XDP and agent side together.
     pub drops: BTreeMap<String, u64>,
+    /// Frames for the VIPs or the virtual MAC the XDP program passed as owner.
+    #[serde(default)]
+    pub owned_frames: u64,
+    /// Times another MAC than the virtual one claimed a VIP while we owned it.
+    #[serde(default)]
+    pub vip_conflicts: u64,
+    /// The last such claim, e.g. "192.0.2.1 claimed by 02:00:00:00:00:66".
+    #[serde(default)]
+    pub last_conflict: Option<String>,
 }
 
 /// A carpdev and the drops on it that belong to no configured vhid.

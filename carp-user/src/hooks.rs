@@ -8,6 +8,7 @@
 //! flap cannot pile up processes or memory. Failures are logged and counted.
 
 use std::fmt;
+use std::net::IpAddr;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
@@ -47,6 +48,7 @@ impl Counters {
 enum Event {
     Transition,
     Demote,
+    Conflict,
 }
 
 impl Event {
@@ -54,6 +56,7 @@ impl Event {
         match self {
             Event::Transition => "transition",
             Event::Demote => "demote",
+            Event::Conflict => "conflict",
         }
     }
 }
@@ -63,6 +66,7 @@ impl Event {
 pub struct Hooks {
     transition: Option<Arc<str>>,
     demote: Option<Arc<str>>,
+    conflict: Option<Arc<str>>,
     timeout: Duration,
     running: Arc<Semaphore>,
     counters: Arc<Counters>,
@@ -74,6 +78,7 @@ impl fmt::Debug for Hooks {
         f.debug_struct("Hooks")
             .field("transition", &self.transition.as_deref().map(program))
             .field("demote", &self.demote.as_deref().map(program))
+            .field("conflict", &self.conflict.as_deref().map(program))
             .field("timeout", &self.timeout)
             .field("stats", &self.stats())
             .finish_non_exhaustive()
@@ -85,6 +90,7 @@ impl Hooks {
         Self {
             transition: config.transition.as_deref().map(Arc::from),
             demote: config.demote.as_deref().map(Arc::from),
+            conflict: config.conflict.as_deref().map(Arc::from),
             timeout: config.timeout,
             running: Arc::new(Semaphore::new(MAX_RUNNING_HOOKS)),
             counters: Arc::default(),
@@ -122,6 +128,23 @@ impl Hooks {
         ];
         let what = format!("group {group} demote {old} -> {new}");
         self.run(Event::Demote, command, env, what);
+    }
+
+    /// Runs the conflict hook, if any: another MAC than the virtual one
+    /// claimed `vip` of `interface` while we own it. Returns at once.
+    pub fn conflict(&self, interface: &str, vhid: u8, vip: IpAddr, mac: &str) {
+        let Some(command) = &self.conflict else {
+            return;
+        };
+        let env = vec![
+            ("CARP_EVENT", Event::Conflict.name().to_owned()),
+            ("CARP_INTERFACE", interface.to_owned()),
+            ("CARP_VHID", vhid.to_string()),
+            ("CARP_VIP", vip.to_string()),
+            ("CARP_MAC", mac.to_owned()),
+        ];
+        let what = format!("{interface} {vip} claimed by {mac}");
+        self.run(Event::Conflict, command, env, what);
     }
 
     pub fn stats(&self) -> HookStats {
@@ -196,6 +219,7 @@ mod tests {
         Hooks::new(&HooksConfig {
             transition,
             demote,
+            conflict: None,
             timeout: Duration::from_millis(timeout_ms),
         })
     }

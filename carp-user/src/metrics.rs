@@ -86,7 +86,17 @@ pub fn render(status: &Status) -> String {
     let drops = counter_family(
         &mut registry,
         "carp_drops",
-        "Advertisements dropped, by reason (OpenBSD carpstats names)",
+        "Packets dropped, by reason (OpenBSD carpstats names; notowned and agentstale for traffic to a VIP we do not own)",
+    );
+    let owned = counter_family(
+        &mut registry,
+        "carp_owned_frames",
+        "Frames for the VIPs or virtual MAC the XDP program passed as owner",
+    );
+    let conflicts = counter_family(
+        &mut registry,
+        "carp_vip_conflicts",
+        "Claims of a VIP by another MAC than the virtual one while we owned it",
     );
 
     for iface in &status.interfaces {
@@ -104,6 +114,12 @@ pub fn render(status: &Status) -> String {
         send_errors
             .get_or_create(&labels)
             .inc_by(iface.counters.send_errors);
+        owned
+            .get_or_create(&labels)
+            .inc_by(iface.counters.owned_frames);
+        conflicts
+            .get_or_create(&labels)
+            .inc_by(iface.counters.vip_conflicts);
         for (reason, count) in &iface.counters.drops {
             let mut with_reason = labels.clone();
             with_reason.push(("reason".into(), reason.clone()));
@@ -295,6 +311,9 @@ mod tests {
                     transitions: 2,
                     send_errors: 0,
                     drops,
+                    owned_frames: 40,
+                    vip_conflicts: 2,
+                    last_conflict: Some("192.0.2.1 claimed by 02:00:00:00:00:66".into()),
                 },
             }],
             carpdevs: vec![CarpdevStatus {
@@ -349,6 +368,8 @@ mod tests {
             r#"carp_drops_total{name="carp0",vhid="5",carpdev="eth0",reason="badttl"} 3"#,
             r#"carp_drops_total{name="carp0",vhid="5",carpdev="eth0",reason="badauth"} 1"#,
             r#"carp_drops_total{carpdev="eth0",reason="badvhid"} 7"#,
+            r#"carp_owned_frames_total{name="carp0",vhid="5",carpdev="eth0"} 40"#,
+            r#"carp_vip_conflicts_total{name="carp0",vhid="5",carpdev="eth0"} 2"#,
             r#"carp_group_demote{group="carp"} 51"#,
             r#"carp_demote_contribution{group="carp",source="admin"} 50"#,
             r#"carp_demote_contribution{group="carp",source="track:uplink"} 1"#,

@@ -1,11 +1,12 @@
 //! carpctl: look at and steer a running carpd.
 
+use std::collections::BTreeMap;
 use std::fmt::Write as _;
 use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::Duration;
 
-use carp::api::{self, GroupStatus, Request, Response, Status};
+use carp::api::{self, GroupStatus, InterfaceStatus, Request, Response, Status};
 use clap::{Parser, Subcommand};
 
 const CALL_TIMEOUT: Duration = Duration::from_secs(5);
@@ -219,57 +220,76 @@ fn render_groups(groups: &[GroupStatus]) -> String {
     out
 }
 
-/// ifconfig-like text, one block per carp interface.
+/// ifconfig-like text, one block per carp interface, then trackers,
+/// demoted groups and the boot interlock.
 fn render(status: &Status) -> String {
     let mut out = String::new();
     for iface in &status.interfaces {
-        let _ = writeln!(
-            out,
-            "{}: carp: {} carpdev {} vhid {} advbase {} advskew {} demote {}",
-            iface.name,
-            iface.state,
-            iface.carpdev,
-            iface.vhid,
-            iface.advbase,
-            iface.advskew,
-            iface.demote
-        );
-        for address in &iface.addresses {
-            let family = if address.contains(':') {
-                "inet6"
-            } else {
-                "inet"
-            };
-            let _ = writeln!(out, "\t{family} {address}");
-        }
-        let c = &iface.counters;
-        let _ = writeln!(
-            out,
-            "\tadverts received {} sent {}, transitions {}, send errors {}",
-            c.adverts_received, c.adverts_sent, c.transitions, c.send_errors
-        );
-        let drops: Vec<String> = c
-            .drops
-            .iter()
-            .map(|(reason, n)| format!("{reason} {n}"))
-            .collect();
-        if !drops.is_empty() {
-            let _ = writeln!(out, "\tdrops: {}", drops.join(", "));
-        }
+        render_interface(&mut out, iface);
     }
     for carpdev in status.carpdevs.iter().filter(|c| !c.drops.is_empty()) {
-        let drops: Vec<String> = carpdev
-            .drops
-            .iter()
-            .map(|(reason, n)| format!("{reason} {n}"))
-            .collect();
         let _ = writeln!(
             out,
             "{}: drops not matching a vhid: {}",
             carpdev.name,
-            drops.join(", ")
+            by_reason(&carpdev.drops)
         );
     }
+    render_demotion(&mut out, status);
+    out
+}
+
+fn render_interface(out: &mut String, iface: &InterfaceStatus) {
+    let _ = writeln!(
+        out,
+        "{}: carp: {} carpdev {} vhid {} advbase {} advskew {} demote {}",
+        iface.name,
+        iface.state,
+        iface.carpdev,
+        iface.vhid,
+        iface.advbase,
+        iface.advskew,
+        iface.demote
+    );
+    for address in &iface.addresses {
+        let family = if address.contains(':') {
+            "inet6"
+        } else {
+            "inet"
+        };
+        let _ = writeln!(out, "\t{family} {address}");
+    }
+    let c = &iface.counters;
+    let _ = writeln!(
+        out,
+        "\tadverts received {} sent {}, transitions {}, send errors {}",
+        c.adverts_received, c.adverts_sent, c.transitions, c.send_errors
+    );
+    if c.owned_frames > 0 {
+        let _ = writeln!(out, "\tframes passed as owner {}", c.owned_frames);
+    }
+    if let Some(conflict) = &c.last_conflict {
+        let _ = writeln!(
+            out,
+            "\tVIP CONFLICT: {conflict} ({} times)",
+            c.vip_conflicts
+        );
+    }
+    if !c.drops.is_empty() {
+        let _ = writeln!(out, "\tdrops: {}", by_reason(&c.drops));
+    }
+}
+
+/// `reason n, reason n` for a drop map.
+fn by_reason(drops: &BTreeMap<String, u64>) -> String {
+    drops
+        .iter()
+        .map(|(reason, n)| format!("{reason} {n}"))
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+fn render_demotion(out: &mut String, status: &Status) {
     for tracker in &status.trackers {
         let _ = write!(
             out,
@@ -311,5 +331,4 @@ fn render(status: &Status) -> String {
             status.boot.waiting_for.join(", ")
         );
     }
-    out
 }

@@ -5,6 +5,7 @@
 mod commands;
 mod control;
 mod demotion;
+mod heartbeat;
 mod notify;
 mod setup;
 mod status;
@@ -21,7 +22,7 @@ use tracing::{info, warn};
 use crate::api::{Request, Response, Status};
 use crate::clock::{self, Mono};
 use crate::config::Config;
-use crate::dataplane::{AdvertReceiver, Dataplane, ReceivedAdvert};
+use crate::dataplane::{AdvertReceiver, ClaimReceiver, Dataplane, ReceivedAdvert};
 use crate::fsm::{Ignored, Interval, Output, PeerAdvert, State};
 use crate::groups::Groups;
 use crate::hooks::Hooks;
@@ -31,6 +32,7 @@ use crate::net::sysctl::Sysctls;
 use crate::track::{CheckResult, Trackers};
 use crate::wire::Advertisement;
 use demotion::Boot;
+use heartbeat::Heartbeat;
 use tracking::Tracker;
 use vhid::Vhid;
 
@@ -105,11 +107,13 @@ struct Agent {
     carp_interfaces: Vec<(String, u32)>,
     /// Send-error demotions (vhid, demoted) waiting for `settle_send_errors`.
     send_error_changes: Vec<(usize, bool)>,
+    heartbeat: Heartbeat,
 }
 
 /// The agent's inputs besides control calls.
 struct Inputs {
     adverts: AdvertReceiver,
+    claims: ClaimReceiver,
     carrier: mpsc::Receiver<CarrierEvent>,
     checks: mpsc::Receiver<CheckResult>,
     /// Kept alive for as long as the agent runs.
@@ -163,6 +167,8 @@ impl Agent {
     /// `carp` demoted until the node is ready.
     async fn start(&mut self) {
         let now = clock::now();
+        // Before anything can become MASTER: without a beat nothing is owned.
+        self.beat_if_due(now);
         self.begin_boot(now);
         for index in 0..self.vhids.len() {
             if self.vhids[index].carpdev_carrier {
@@ -209,6 +215,10 @@ impl Agent {
                     self.on_advert(&advert).await;
                 }
                 Some(event) = inputs.carrier.recv() => self.on_carrier(event).await,
+                claim = inputs.claims.recv() => {
+                    let conflict = claim.context("reading VIP claims from the XDP ring buffer")?;
+                    self.on_conflict(&conflict);
+                }
                 Some(result) = inputs.checks.recv() => self.on_check(result).await,
                 Some(command) = commands.recv() => self.on_command(command).await,
                 () = sleep_until(deadline) => self.on_timers().await,
@@ -222,6 +232,7 @@ impl Agent {
             .iter()
             .filter_map(|v| v.machine.next_deadline())
             .chain(self.boot.deadline())
+            .chain([self.heartbeat.next()])
             .chain(self.trackers.iter().filter_map(Tracker::coherence_due))
             .min()
     }
@@ -281,6 +292,7 @@ impl Agent {
 
     async fn on_timers(&mut self) {
         let now = clock::now();
+        self.beat_if_due(now);
         for index in 0..self.vhids.len() {
             for _ in 0..MAX_TIMER_STEPS {
                 if self.vhids[index]
@@ -342,6 +354,15 @@ impl Agent {
     /// answer ARP/ND for them nor accept their traffic).
     async fn set_owner(&mut self, index: usize, owner: bool) {
         let vhid = &self.vhids[index];
+        // The datapath changes hands first, in one map write: before the
+        // gratuitous ARP draws traffic to us, and before a new BACKUP could
+        // take one more packet for an address its peer now owns.
+        if let Err(error) = self
+            .dataplane
+            .set_role(vhid.carpdev_index, vhid.config.vhid, owner)
+        {
+            warn!("{}: cannot set the XDP role: {error}", vhid.name());
+        }
         if let Err(error) = self.links.set_up(vhid.carp_index, owner).await {
             warn!(
                 "{}: cannot set the interface {}: {error}",

@@ -11,6 +11,7 @@ use tracing::{info, warn};
 use tokio::sync::mpsc;
 
 use super::demotion::Boot;
+use super::heartbeat::Heartbeat;
 use super::tracking::Tracker;
 use super::vhid::{SendHealth, Vhid};
 use super::{Agent, EVENT_QUEUE, Inputs};
@@ -39,6 +40,9 @@ pub(super) async fn build(config: &Config) -> anyhow::Result<(Agent, Inputs)> {
     let adverts = dataplane
         .take_adverts()
         .context("opening the advertisement ring buffer")?;
+    let claims = dataplane
+        .take_claims()
+        .context("opening the VIP claim ring buffer")?;
     let now = clock::now();
     let mut agent = Agent {
         vhids: Vec::with_capacity(config.carp.len()),
@@ -62,6 +66,10 @@ pub(super) async fn build(config: &Config) -> anyhow::Result<(Agent, Inputs)> {
         carpdev_drops: BTreeMap::new(),
         carp_interfaces: Vec::new(),
         send_error_changes: Vec::new(),
+        heartbeat: Heartbeat::new(config.carp.iter().map(|c| Interval {
+            advbase: c.advbase,
+            advskew: c.advskew,
+        })),
     };
     let ipv6_router = Sysctls::get("net.ipv6.conf.all.forwarding").is_ok_and(|v| v == "1");
     for carp in &config.carp {
@@ -77,6 +85,7 @@ pub(super) async fn build(config: &Config) -> anyhow::Result<(Agent, Inputs)> {
     let trackers = track::spawn(&config.track, checks_tx);
     let inputs = Inputs {
         adverts,
+        claims,
         carrier,
         checks,
         _link_monitor: link_monitor,
@@ -98,6 +107,11 @@ async fn add_vhid(
         prepare_carpdev(&mut agent.sysctls, &carp.carpdev)?;
     }
     agent.dataplane.add_vhid(carpdev.index, carp.vhid)?;
+    for net in &carp.addresses {
+        agent
+            .dataplane
+            .add_vip(carpdev.index, carp.vhid, net.addr())?;
+    }
 
     let mac = virtual_mac(carp.vhid);
     let carp_index = agent

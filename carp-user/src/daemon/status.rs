@@ -36,7 +36,16 @@ impl Agent {
         match self.dataplane.counters() {
             Ok(counters) => {
                 for counter in counters {
-                    if counter.verdict == Verdict::Accepted {
+                    if counter.verdict == Verdict::Owned {
+                        if let Some(row) = self.vhids.iter().position(|v| {
+                            v.carpdev_index == counter.ifindex && v.config.vhid == counter.vhid
+                        }) {
+                            interfaces[row].counters.owned_frames += counter.packets;
+                        }
+                        continue;
+                    }
+                    // Claims are counted by the agent as it reads them.
+                    if !counter.verdict.is_drop() {
                         continue;
                     }
                     let reason = counter.verdict.label().to_owned();

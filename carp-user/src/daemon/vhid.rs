@@ -90,7 +90,7 @@ pub fn wire_advskew(advskew: u8, demote: u8, freebsd_compat: bool) -> u8 {
 
 /// Logs at warn only when a counter reaches a power of two, so a flood of bad
 /// packets costs a handful of log lines, not one per packet.
-fn worth_logging(count: u64) -> bool {
+pub fn worth_logging(count: u64) -> bool {
     count.is_power_of_two()
 }
 
