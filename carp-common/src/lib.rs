@@ -209,6 +209,15 @@ impl Verdict {
         Verdict::Claim,
     ];
 
+    /// Whether this is about traffic for a VIP or virtual MAC (ownership),
+    /// rather than about a CARP advertisement.
+    pub const fn is_ownership(self) -> bool {
+        matches!(
+            self,
+            Verdict::Owned | Verdict::NotOwned | Verdict::AgentStale | Verdict::Claim
+        )
+    }
+
     /// Whether the program dropped the packet (the drop counters), as
     /// opposed to passing it or handing it to the agent.
     pub const fn is_drop(self) -> bool {

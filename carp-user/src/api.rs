@@ -158,9 +158,10 @@ pub struct Counters {
     pub send_errors: u64,
     /// Drops by reason (OpenBSD carpstats names), XDP and agent side together.
     pub drops: BTreeMap<String, u64>,
-    /// Frames for the VIPs or the virtual MAC the XDP program passed as owner.
+    /// Frames for the VIPs or the virtual MAC by XDP verdict: owned
+    /// (passed), notowned and agentstale (dropped), claim (reported).
     #[serde(default)]
-    pub owned_frames: u64,
+    pub frames: BTreeMap<String, u64>,
     /// Times another MAC than the virtual one claimed a VIP while we owned it.
     #[serde(default)]
     pub vip_conflicts: u64,

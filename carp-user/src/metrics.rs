@@ -86,12 +86,12 @@ pub fn render(status: &Status) -> String {
     let drops = counter_family(
         &mut registry,
         "carp_drops",
-        "Packets dropped, by reason (OpenBSD carpstats names; notowned and agentstale for traffic to a VIP we do not own)",
+        "Advertisements dropped, by reason (OpenBSD carpstats names)",
     );
-    let owned = counter_family(
+    let frames = counter_family(
         &mut registry,
-        "carp_owned_frames",
-        "Frames for the VIPs or virtual MAC the XDP program passed as owner",
+        "carp_frames",
+        "Frames for the VIPs or virtual MAC by XDP verdict: owned (passed), notowned and agentstale (dropped), claim",
     );
     let conflicts = counter_family(
         &mut registry,
@@ -114,9 +114,11 @@ pub fn render(status: &Status) -> String {
         send_errors
             .get_or_create(&labels)
             .inc_by(iface.counters.send_errors);
-        owned
-            .get_or_create(&labels)
-            .inc_by(iface.counters.owned_frames);
+        for (verdict, count) in &iface.counters.frames {
+            let mut with_verdict = labels.clone();
+            with_verdict.push(("verdict".into(), verdict.clone()));
+            frames.get_or_create(&with_verdict).inc_by(*count);
+        }
         conflicts
             .get_or_create(&labels)
             .inc_by(iface.counters.vip_conflicts);
@@ -311,7 +313,7 @@ mod tests {
                     transitions: 2,
                     send_errors: 0,
                     drops,
-                    owned_frames: 40,
+                    frames: [("owned".to_owned(), 40), ("notowned".to_owned(), 3)].into(),
                     vip_conflicts: 2,
                     last_conflict: Some("192.0.2.1 claimed by 02:00:00:00:00:66".into()),
                 },
@@ -368,7 +370,8 @@ mod tests {
             r#"carp_drops_total{name="carp0",vhid="5",carpdev="eth0",reason="badttl"} 3"#,
             r#"carp_drops_total{name="carp0",vhid="5",carpdev="eth0",reason="badauth"} 1"#,
             r#"carp_drops_total{carpdev="eth0",reason="badvhid"} 7"#,
-            r#"carp_owned_frames_total{name="carp0",vhid="5",carpdev="eth0"} 40"#,
+            r#"carp_frames_total{name="carp0",vhid="5",carpdev="eth0",verdict="owned"} 40"#,
+            r#"carp_frames_total{name="carp0",vhid="5",carpdev="eth0",verdict="notowned"} 3"#,
             r#"carp_vip_conflicts_total{name="carp0",vhid="5",carpdev="eth0"} 2"#,
             r#"carp_group_demote{group="carp"} 51"#,
             r#"carp_demote_contribution{group="carp",source="admin"} 50"#,

@@ -265,8 +265,8 @@ fn render_interface(out: &mut String, iface: &InterfaceStatus) {
         "\tadverts received {} sent {}, transitions {}, send errors {}",
         c.adverts_received, c.adverts_sent, c.transitions, c.send_errors
     );
-    if c.owned_frames > 0 {
-        let _ = writeln!(out, "\tframes passed as owner {}", c.owned_frames);
+    if !c.frames.is_empty() {
+        let _ = writeln!(out, "\tframes for the VIPs: {}", by_reason(&c.frames));
     }
     if let Some(conflict) = &c.last_conflict {
         let _ = writeln!(

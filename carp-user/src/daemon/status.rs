@@ -2,7 +2,6 @@
 
 use std::collections::BTreeMap;
 
-use carp_common::Verdict;
 use tracing::warn;
 
 use super::Agent;
@@ -36,19 +35,19 @@ impl Agent {
         match self.dataplane.counters() {
             Ok(counters) => {
                 for counter in counters {
-                    if counter.verdict == Verdict::Owned {
+                    let reason = counter.verdict.label().to_owned();
+                    if counter.verdict.is_ownership() {
                         if let Some(row) = self.vhids.iter().position(|v| {
                             v.carpdev_index == counter.ifindex && v.config.vhid == counter.vhid
                         }) {
-                            interfaces[row].counters.owned_frames += counter.packets;
+                            *interfaces[row].counters.frames.entry(reason).or_insert(0) +=
+                                counter.packets;
                         }
                         continue;
                     }
-                    // Claims are counted by the agent as it reads them.
                     if !counter.verdict.is_drop() {
                         continue;
                     }
-                    let reason = counter.verdict.label().to_owned();
                     let row = self.vhids.iter().position(|v| {
                         v.carpdev_index == counter.ifindex && v.config.vhid == counter.vhid
                     });
