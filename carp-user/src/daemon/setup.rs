@@ -197,13 +197,17 @@ fn prepare_carpdev(sysctls: &mut Sysctls, carpdev: &str) -> anyhow::Result<()> {
 /// flushes addresses on link down by default), it must not run DAD or derive
 /// a link-local address from the virtual MAC that both nodes share, and
 /// traffic to a VIP arrives on it while replies leave by the carpdev (loose
-/// reverse-path filtering).
+/// reverse-path filtering). It answers ARP only for its own addresses, the
+/// VIPs: with Linux's default `arp_ignore=0` it also answered for the node's
+/// own addresses (it hears the broadcast requests for the carpdev's) with
+/// the virtual MAC, which then follows the vhid to the other node.
 fn prepare_carp_interface(sysctls: &mut Sysctls, name: &str) -> anyhow::Result<()> {
     for (key, value) in [
         (format!("net.ipv6.conf.{name}.keep_addr_on_down"), "1"),
         (format!("net.ipv6.conf.{name}.addr_gen_mode"), "1"),
         (format!("net.ipv6.conf.{name}.accept_dad"), "0"),
         (format!("net.ipv4.conf.{name}.rp_filter"), "2"),
+        (format!("net.ipv4.conf.{name}.arp_ignore"), "1"),
     ] {
         if let Err(error) = sysctls.set(&key, value) {
             // IPv6 may be disabled on the host; only an IPv4 setting is fatal.
