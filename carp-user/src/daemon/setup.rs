@@ -125,15 +125,22 @@ async fn add_vhid(
                 carp.carpdev
             );
         };
-        let socket = AdvertSocketV4::open(&carp.carpdev, destination)
+        let socket = AdvertSocketV4::open(&carp.carpdev, carpdev.index, destination, mac)
             .with_context(|| format!("IPv4 advertisement socket on {}", carp.carpdev))?;
         Some((socket, source))
     } else {
         None
     };
     let v6 = if has_v6 {
+        let link_local = agent.links.link_local_ipv6(carpdev.index).await?;
+        if link_local.is_none() {
+            warn!(
+                "{}: {} has no link-local IPv6 address yet: IPv6 advertisements leave from its own MAC",
+                carp.name, carp.carpdev
+            );
+        }
         Some(
-            AdvertSocketV6::open(&carp.carpdev, carpdev.index, destination)
+            AdvertSocketV6::open(&carp.carpdev, carpdev.index, destination, mac, link_local)
                 .with_context(|| format!("IPv6 advertisement socket on {}", carp.carpdev))?,
         )
     } else {
