@@ -139,15 +139,22 @@ async fn add_vhid(
                 carp.carpdev
             );
         };
-        let socket = AdvertSocketV4::open(&carp.carpdev, destination)
+        let socket = AdvertSocketV4::open(&carp.carpdev, carpdev.index, destination, mac)
             .with_context(|| format!("IPv4 advertisement socket on {}", carp.carpdev))?;
         Some((socket, source))
     } else {
         None
     };
     let v6 = if has_v6 {
+        let link_local = agent.links.link_local_ipv6(carpdev.index).await?;
+        if link_local.is_none() {
+            warn!(
+                "{}: {} has no link-local IPv6 address yet: IPv6 advertisements leave from its own MAC",
+                carp.name, carp.carpdev
+            );
+        }
         Some(
-            AdvertSocketV6::open(&carp.carpdev, carpdev.index, destination)
+            AdvertSocketV6::open(&carp.carpdev, carpdev.index, destination, mac, link_local)
                 .with_context(|| format!("IPv6 advertisement socket on {}", carp.carpdev))?,
         )
     } else {
@@ -211,13 +218,17 @@ fn prepare_carpdev(sysctls: &mut Sysctls, carpdev: &str) -> anyhow::Result<()> {
 /// flushes addresses on link down by default), it must not run DAD or derive
 /// a link-local address from the virtual MAC that both nodes share, and
 /// traffic to a VIP arrives on it while replies leave by the carpdev (loose
-/// reverse-path filtering).
+/// reverse-path filtering). It answers ARP only for its own addresses, the
+/// VIPs: with Linux's default `arp_ignore=0` it also answered for the node's
+/// own addresses (it hears the broadcast requests for the carpdev's) with
+/// the virtual MAC, which then follows the vhid to the other node.
 fn prepare_carp_interface(sysctls: &mut Sysctls, name: &str) -> anyhow::Result<()> {
     for (key, value) in [
         (format!("net.ipv6.conf.{name}.keep_addr_on_down"), "1"),
         (format!("net.ipv6.conf.{name}.addr_gen_mode"), "1"),
         (format!("net.ipv6.conf.{name}.accept_dad"), "0"),
         (format!("net.ipv4.conf.{name}.rp_filter"), "2"),
+        (format!("net.ipv4.conf.{name}.arp_ignore"), "1"),
     ] {
         if let Err(error) = sysctls.set(&key, value) {
             // IPv6 may be disabled on the host; only an IPv4 setting is fatal.
