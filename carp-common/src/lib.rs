@@ -20,6 +20,10 @@ pub const CARP_TTL: u8 = 255;
 pub const ADVERT_RING_BYTES: u32 = 256 * 1024;
 /// Upper bound of configured (carpdev, vhid) pairs.
 pub const MAX_VHIDS: u32 = 1024;
+/// Claim event ring buffer size in bytes.
+pub const CLAIM_RING_BYTES: u32 = 64 * 1024;
+/// Upper bound of configured VIPs over all carpdevs.
+pub const MAX_VIPS: u32 = 4096;
 /// Upper bound of distinct counter keys (vhids x reasons plus per-carpdev rows).
 pub const MAX_COUNTER_KEYS: u32 = 16 * 1024;
 
@@ -46,11 +50,115 @@ impl VhidKey {
     }
 }
 
-/// Value of the `CARP_VHIDS` map. Reserved flags, zero today.
+/// `VhidState::role` while this node must not act for the vhid.
+pub const ROLE_BACKUP: u8 = 0;
+/// `VhidState::role` while this node is MASTER of the vhid.
+pub const ROLE_MASTER: u8 = 1;
+
+/// Value of the `CARP_VHIDS` map: this node's role for the vhid. The agent
+/// flips ownership of every VIP and of the virtual MAC with one update of
+/// this value, so the datapath never sees half a failover.
 #[repr(C)]
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
-pub struct VhidConfig {
-    pub flags: u32,
+pub struct VhidState {
+    /// `ROLE_BACKUP` or `ROLE_MASTER`; anything else counts as backup.
+    pub role: u8,
+    pub pad: [u8; 3],
+}
+
+impl VhidState {
+    pub const fn new(master: bool) -> Self {
+        Self {
+            role: if master { ROLE_MASTER } else { ROLE_BACKUP },
+            pad: [0; 3],
+        }
+    }
+}
+
+/// Key of the `CARP_VIPS` map: a virtual address on a carpdev.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub struct VipKey {
+    /// Interface index of the carpdev, host byte order.
+    pub ifindex: u32,
+    /// `FAMILY_INET` or `FAMILY_INET6`.
+    pub family: u8,
+    pub pad: [u8; 3],
+    /// Network byte order; IPv4 uses the first 4 bytes, the rest zero.
+    pub address: [u8; 16],
+}
+
+impl VipKey {
+    pub const fn v4(ifindex: u32, address: [u8; 4]) -> Self {
+        let mut bytes = [0u8; 16];
+        bytes[0] = address[0];
+        bytes[1] = address[1];
+        bytes[2] = address[2];
+        bytes[3] = address[3];
+        Self {
+            ifindex,
+            family: FAMILY_INET,
+            pad: [0; 3],
+            address: bytes,
+        }
+    }
+
+    pub const fn v6(ifindex: u32, address: [u8; 16]) -> Self {
+        Self {
+            ifindex,
+            family: FAMILY_INET6,
+            pad: [0; 3],
+            address,
+        }
+    }
+}
+
+/// Value of the `CARP_VIPS` map: the vhid whose role decides for the VIP.
+/// Written by the agent at configuration, read by the XDP program.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
+pub struct VipOwner {
+    pub vhid: u8,
+    pub pad: [u8; 3],
+}
+
+/// The single entry of the `CARP_AGENT` array: the agent's heartbeat.
+/// Written by the agent, read by the XDP program, which treats every VIP as
+/// not owned once the heartbeat is older than `bound_ns` (fail closed).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
+pub struct AgentHeartbeat {
+    /// `CLOCK_MONOTONIC` nanoseconds of the last beat; 0 before the first.
+    pub beat_ns: u64,
+    /// How old a beat may be before nothing is owned.
+    pub bound_ns: u64,
+}
+
+/// Value of the `CARP_CLAIMED` map (keyed by `VipKey`): the last MAC seen
+/// claiming a VIP (ARP reply, gratuitous ARP, neighbour advertisement) and
+/// when. Written by XDP, read by the agent for `carpctl status`.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
+pub struct VipClaim {
+    /// `bpf_ktime_get_ns()` when it was seen.
+    pub seen_ns: u64,
+    pub mac: [u8; 6],
+    pub pad: [u8; 2],
+}
+
+/// A frame or packet claiming a VIP (ARP reply, gratuitous ARP, neighbour
+/// advertisement), handed to the agent through `CARP_CLAIMS` when the
+/// claiming MAC is not the vhid's virtual MAC. Written by XDP, read by the agent.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct ClaimEvent {
+    /// `bpf_ktime_get_ns()` at reception.
+    pub timestamp_ns: u64,
+    pub vip: VipKey,
+    /// The MAC that claimed the VIP (ARP sender / NA target link-layer address).
+    pub mac: [u8; 6],
+    pub vhid: u8,
+    pub pad: u8,
 }
 
 /// What the XDP program did with a CARP packet, one counter per reason.
@@ -73,10 +181,20 @@ pub enum Verdict {
     BadVhid = 5,
     /// The ring buffer to the agent was full.
     RingFull = 6,
+    /// Traffic for a VIP or the virtual MAC of a vhid we are MASTER of: passed.
+    Owned = 7,
+    /// Traffic for a VIP or the virtual MAC of a vhid we are not MASTER of,
+    /// or an ARP request / neighbour solicitation for such a VIP: dropped.
+    NotOwned = 8,
+    /// As `NotOwned`, because the agent's heartbeat is stale (fail closed).
+    AgentStale = 9,
+    /// An ARP reply, gratuitous ARP or neighbour advertisement for a VIP
+    /// from another MAC than the vhid's virtual MAC: passed, reported.
+    Claim = 10,
 }
 
 impl Verdict {
-    pub const COUNT: usize = 7;
+    pub const COUNT: usize = 11;
     pub const ALL: [Verdict; Self::COUNT] = [
         Verdict::Accepted,
         Verdict::BadTtl,
@@ -85,7 +203,26 @@ impl Verdict {
         Verdict::BadSum,
         Verdict::BadVhid,
         Verdict::RingFull,
+        Verdict::Owned,
+        Verdict::NotOwned,
+        Verdict::AgentStale,
+        Verdict::Claim,
     ];
+
+    /// Whether this is about traffic for a VIP or virtual MAC (ownership),
+    /// rather than about a CARP advertisement.
+    pub const fn is_ownership(self) -> bool {
+        matches!(
+            self,
+            Verdict::Owned | Verdict::NotOwned | Verdict::AgentStale | Verdict::Claim
+        )
+    }
+
+    /// Whether the program dropped the packet (the drop counters), as
+    /// opposed to passing it or handing it to the agent.
+    pub const fn is_drop(self) -> bool {
+        !matches!(self, Verdict::Accepted | Verdict::Owned | Verdict::Claim)
+    }
 
     /// Decodes a counter key's reason byte; `None` for bytes no verdict has.
     pub const fn from_u8(value: u8) -> Option<Self> {
@@ -106,6 +243,10 @@ impl Verdict {
             Verdict::BadSum => "badsum",
             Verdict::BadVhid => "badvhid",
             Verdict::RingFull => "ringfull",
+            Verdict::Owned => "owned",
+            Verdict::NotOwned => "notowned",
+            Verdict::AgentStale => "agentstale",
+            Verdict::Claim => "claim",
         }
     }
 }
@@ -163,7 +304,12 @@ pub struct AdvertEvent {
 }
 
 const _: () = assert!(core::mem::size_of::<VhidKey>() == 8);
-const _: () = assert!(core::mem::size_of::<VhidConfig>() == 4);
+const _: () = assert!(core::mem::size_of::<VhidState>() == 4);
+const _: () = assert!(core::mem::size_of::<VipKey>() == 24);
+const _: () = assert!(core::mem::size_of::<VipOwner>() == 4);
+const _: () = assert!(core::mem::size_of::<AgentHeartbeat>() == 16);
+const _: () = assert!(core::mem::size_of::<ClaimEvent>() == 40);
+const _: () = assert!(core::mem::size_of::<VipClaim>() == 16);
 const _: () = assert!(core::mem::size_of::<CounterKey>() == 8);
 const _: () = assert!(core::mem::size_of::<AdvertEvent>() == 72);
 
@@ -172,7 +318,12 @@ mod pod {
     // SAFETY: each type is repr(C), Copy, made of integers and byte arrays with
     // explicit padding, so every bit pattern is valid and there are no holes.
     unsafe impl aya::Pod for super::VhidKey {}
-    unsafe impl aya::Pod for super::VhidConfig {}
+    unsafe impl aya::Pod for super::VhidState {}
+    unsafe impl aya::Pod for super::VipKey {}
+    unsafe impl aya::Pod for super::VipOwner {}
+    unsafe impl aya::Pod for super::AgentHeartbeat {}
+    unsafe impl aya::Pod for super::ClaimEvent {}
+    unsafe impl aya::Pod for super::VipClaim {}
     unsafe impl aya::Pod for super::CounterKey {}
     unsafe impl aya::Pod for super::AdvertEvent {}
 }

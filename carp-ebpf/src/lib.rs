@@ -13,7 +13,10 @@
 //!   the fixed header is CARP; anything else passes to the kernel.
 #![no_std]
 
-use carp_common::{CARP_HEADER_LEN, CARP_TTL, CARP_TYPE_ADVERTISEMENT, CARP_VERSION, Verdict};
+use carp_common::{
+    AgentHeartbeat, CARP_HEADER_LEN, CARP_TTL, CARP_TYPE_ADVERTISEMENT, CARP_VERSION, ROLE_MASTER,
+    Verdict, VhidState,
+};
 
 /// IPv4 flags and fragment offset field (host order): MF and the offset.
 const IPV4_MORE_FRAGMENTS: u16 = 0x2000;
@@ -78,6 +81,35 @@ pub fn ones_complement_sum(header: &[u8; CARP_HEADER_LEN]) -> u16 {
     sum = (sum & 0xffff) + (sum >> 16);
     // The folds leave at most 0xffff.
     (sum & 0xffff) as u16
+}
+
+/// Whether a vhid in `state` is ours at `now_ns`: MASTER, and the agent
+/// alive within its bound. A dead agent can never leave us answering for
+/// addresses the peer now owns (fail closed).
+pub fn owned(state: VhidState, heartbeat: AgentHeartbeat, now_ns: u64) -> Result<(), Verdict> {
+    if state.role != ROLE_MASTER {
+        return Err(Verdict::NotOwned);
+    }
+    if heartbeat.beat_ns == 0 || now_ns.saturating_sub(heartbeat.beat_ns) > heartbeat.bound_ns {
+        return Err(Verdict::AgentStale);
+    }
+    Ok(())
+}
+
+/// The vhid of a CARP virtual MAC: 00:00:5e:00:01:<vhid> (unicast, the
+/// usual one) or 01:00:5e:00:01:<vhid> (OpenBSD's `balancing ip`).
+pub fn virtual_mac_vhid(mac: &[u8; 6]) -> Option<u8> {
+    let prefix_matches = (mac[0] == 0x00 || mac[0] == 0x01)
+        && mac[1] == 0x00
+        && mac[2] == 0x5e
+        && mac[3] == 0x00
+        && mac[4] == 0x01;
+    (prefix_matches && mac[5] != 0).then_some(mac[5])
+}
+
+/// The unicast virtual MAC of `vhid`.
+pub const fn virtual_mac(vhid: u8) -> [u8; 6] {
+    [0x00, 0x00, 0x5e, 0x00, 0x01, vhid]
 }
 
 /// 224.0.0.18, the IPv4 CARP group, in network byte order.
@@ -167,6 +199,52 @@ mod tests {
             Err(Verdict::BadLen),
             "later fragment"
         );
+    }
+
+    #[test]
+    fn ownership_needs_master_and_a_live_agent() {
+        let live = AgentHeartbeat {
+            beat_ns: 1_000,
+            bound_ns: 500,
+        };
+        let master = VhidState::new(true);
+        let backup = VhidState::new(false);
+        assert_eq!(owned(master, live, 1_000), Ok(()));
+        assert_eq!(owned(master, live, 1_500), Ok(()), "at the bound");
+        assert_eq!(owned(master, live, 1_501), Err(Verdict::AgentStale));
+        assert_eq!(owned(backup, live, 1_000), Err(Verdict::NotOwned));
+        assert_eq!(
+            owned(master, AgentHeartbeat::default(), 1),
+            Err(Verdict::AgentStale),
+            "no beat yet"
+        );
+        let odd_role = VhidState {
+            role: 7,
+            pad: [0; 3],
+        };
+        assert_eq!(owned(odd_role, live, 1_000), Err(Verdict::NotOwned));
+        assert_eq!(
+            owned(master, live, 10),
+            Ok(()),
+            "a beat stamped after the packet (another CPU) is fresh"
+        );
+    }
+
+    #[test]
+    fn virtual_macs_name_their_vhid() {
+        assert_eq!(virtual_mac_vhid(&virtual_mac(7)), Some(7));
+        assert_eq!(
+            virtual_mac_vhid(&[0x01, 0x00, 0x5e, 0x00, 0x01, 9]),
+            Some(9)
+        );
+        assert_eq!(virtual_mac_vhid(&[0x00, 0x00, 0x5e, 0x00, 0x01, 0]), None);
+        assert_eq!(
+            virtual_mac_vhid(&[0x00, 0x00, 0x5e, 0x00, 0x02, 1]),
+            None,
+            "VRRP IPv6"
+        );
+        assert_eq!(virtual_mac_vhid(&[0x02, 0x00, 0x5e, 0x00, 0x01, 1]), None);
+        assert_eq!(virtual_mac_vhid(&[0xff; 6]), None);
     }
 
     #[test]

@@ -19,6 +19,31 @@ pub const MAX_LINE_BYTES: usize = 1 << 20;
 #[serde(tag = "cmd", rename_all = "snake_case", deny_unknown_fields)]
 pub enum Request {
     Status,
+    /// Groups, counters and contributions (`carpctl group`).
+    Groups,
+    /// Moves a group's admin contribution: `by` > 0 demotes, < 0 promotes.
+    Demote {
+        group: String,
+        by: i64,
+    },
+    /// `carpctl set IFACE advskew N`.
+    SetAdvskew {
+        interface: String,
+        advskew: u8,
+    },
+    /// `carpctl set IFACE state master|backup`.
+    SetState {
+        interface: String,
+        state: String,
+    },
+    /// `carpctl down IFACE`: bow out and stay in INIT.
+    Down {
+        interface: String,
+    },
+    /// `carpctl up IFACE`: take part in elections again.
+    Up {
+        interface: String,
+    },
 }
 
 /// carpd's answer.
@@ -26,7 +51,16 @@ pub enum Request {
 #[serde(tag = "result", rename_all = "snake_case")]
 pub enum Response {
     Status(Status),
-    Error { message: String },
+    Groups {
+        groups: Vec<GroupStatus>,
+    },
+    /// A change was made; what it did, for the operator.
+    Done {
+        message: String,
+    },
+    Error {
+        message: String,
+    },
 }
 
 /// Everything `carpctl status` shows.
@@ -36,6 +70,63 @@ pub struct Status {
     /// Drops the XDP program could not tie to a configured vhid, per carpdev.
     #[serde(default)]
     pub carpdevs: Vec<CarpdevStatus>,
+    #[serde(default)]
+    pub groups: Vec<GroupStatus>,
+    #[serde(default)]
+    pub trackers: Vec<TrackerStatus>,
+    #[serde(default)]
+    pub hooks: HookCounters,
+    #[serde(default)]
+    pub boot: BootStatus,
+}
+
+/// A group, its counter and who contributes to it.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct GroupStatus {
+    pub name: String,
+    pub demote: u32,
+    pub contributions: Vec<ContributionStatus>,
+    /// The carp interfaces in the group.
+    pub members: Vec<String>,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ContributionStatus {
+    pub source: String,
+    pub value: u32,
+    /// Whole seconds since it last changed.
+    pub for_seconds: u64,
+}
+
+/// One `[[track]]` entry.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TrackerStatus {
+    pub name: String,
+    pub kind: String,
+    pub group: String,
+    pub demote: u32,
+    /// "up", "down" or "unknown" (no verdict yet).
+    pub state: String,
+    pub checks: u64,
+    pub failed_checks: u64,
+    /// Latency of the last check, in microseconds.
+    pub last_latency_us: u64,
+    /// Why the last check failed, if it did.
+    pub last_failure: Option<String>,
+}
+
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct HookCounters {
+    pub runs: u64,
+    pub failures: u64,
+}
+
+/// The boot interlock.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct BootStatus {
+    pub ready: bool,
+    /// What readiness still waits for, while not ready.
+    pub waiting_for: Vec<String>,
 }
 
 /// One carp interface (one vhid).
@@ -50,6 +141,11 @@ pub struct InterfaceStatus {
     pub advskew: u8,
     pub demote: u8,
     pub addresses: Vec<String>,
+    #[serde(default)]
+    pub groups: Vec<String>,
+    /// Administratively down (`carpctl down`).
+    #[serde(default)]
+    pub admin_down: bool,
     pub counters: Counters,
 }
 
@@ -62,6 +158,16 @@ pub struct Counters {
     pub send_errors: u64,
     /// Drops by reason (OpenBSD carpstats names), XDP and agent side together.
     pub drops: BTreeMap<String, u64>,
+    /// Frames for the VIPs or the virtual MAC by XDP verdict: owned
+    /// (passed), notowned and agentstale (dropped), claim (reported).
+    #[serde(default)]
+    pub frames: BTreeMap<String, u64>,
+    /// Times another MAC than the virtual one claimed a VIP while we owned it.
+    #[serde(default)]
+    pub vip_conflicts: u64,
+    /// The last such claim, e.g. "192.0.2.1 claimed by 02:00:00:00:00:66".
+    #[serde(default)]
+    pub last_conflict: Option<String>,
 }
 
 /// A carpdev and the drops on it that belong to no configured vhid.
@@ -142,6 +248,32 @@ mod tests {
             Some(r#"{"cmd":"status"}"#)
         );
         assert!(serde_json::from_str::<Request>(r#"{"cmd":"reboot"}"#).is_err());
+        let demote = Request::Demote {
+            group: "carp".into(),
+            by: -50,
+        };
+        assert_eq!(
+            serde_json::to_string(&demote).ok().as_deref(),
+            Some(r#"{"cmd":"demote","group":"carp","by":-50}"#)
+        );
+        assert_eq!(
+            serde_json::from_str::<Request>(
+                r#"{"cmd":"set_advskew","interface":"carp0","advskew":100}"#
+            )
+            .ok(),
+            Some(Request::SetAdvskew {
+                interface: "carp0".into(),
+                advskew: 100
+            })
+        );
+        assert!(
+            serde_json::from_str::<Request>(
+                r#"{"cmd":"set_advskew","interface":"carp0","advskew":300}"#
+            )
+            .is_err(),
+            "advskew is a byte"
+        );
+        assert!(serde_json::from_str::<Request>(r#"{"cmd":"down"}"#).is_err());
     }
 
     #[test]
@@ -158,13 +290,15 @@ mod tests {
                 advskew: 0,
                 demote: 0,
                 addresses: vec!["192.0.2.1/24".into()],
+                groups: vec!["carp".into()],
+                admin_down: false,
                 counters: Counters {
                     adverts_sent: 5,
                     drops,
                     ..Counters::default()
                 },
             }],
-            carpdevs: vec![],
+            ..Status::default()
         };
         let text = serde_json::to_string(&Response::Status(status.clone())).unwrap_or_default();
         let back: Response = serde_json::from_str(&text).unwrap_or(Response::Error {

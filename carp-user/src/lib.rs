@@ -11,6 +11,8 @@ pub mod daemon;
 pub mod dataplane;
 pub mod fsm;
 pub mod groups;
+pub mod hooks;
 pub mod metrics;
 pub mod net;
+pub mod track;
 pub mod wire;

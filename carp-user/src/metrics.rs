@@ -88,6 +88,16 @@ pub fn render(status: &Status) -> String {
         "carp_drops",
         "Advertisements dropped, by reason (OpenBSD carpstats names)",
     );
+    let frames = counter_family(
+        &mut registry,
+        "carp_frames",
+        "Frames for the VIPs or virtual MAC by XDP verdict: owned (passed), notowned and agentstale (dropped), claim",
+    );
+    let conflicts = counter_family(
+        &mut registry,
+        "carp_vip_conflicts",
+        "Claims of a VIP by another MAC than the virtual one while we owned it",
+    );
 
     for iface in &status.interfaces {
         let labels = vhid_labels(iface);
@@ -104,6 +114,14 @@ pub fn render(status: &Status) -> String {
         send_errors
             .get_or_create(&labels)
             .inc_by(iface.counters.send_errors);
+        for (verdict, count) in &iface.counters.frames {
+            let mut with_verdict = labels.clone();
+            with_verdict.push(("verdict".into(), verdict.clone()));
+            frames.get_or_create(&with_verdict).inc_by(*count);
+        }
+        conflicts
+            .get_or_create(&labels)
+            .inc_by(iface.counters.vip_conflicts);
         for (reason, count) in &iface.counters.drops {
             let mut with_reason = labels.clone();
             with_reason.push(("reason".into(), reason.clone()));
@@ -120,10 +138,87 @@ pub fn render(status: &Status) -> String {
         }
     }
 
+    demotion_metrics(&mut registry, status);
+
     let mut text = String::new();
     // Writing into a String cannot fail.
     let _ = encode(&mut text, &registry);
     text
+}
+
+/// Groups, their contributions, trackers, hooks and the boot interlock.
+fn demotion_metrics(registry: &mut Registry, status: &Status) {
+    let group_demote = gauge_family(registry, "carp_group_demote", "Demote counter per group");
+    let contribution = gauge_family(
+        registry,
+        "carp_demote_contribution",
+        "What each source adds to a group's demote counter",
+    );
+    for group in &status.groups {
+        let labels = vec![("group".to_owned(), group.name.clone())];
+        group_demote
+            .get_or_create(&labels)
+            .set(i64::from(group.demote));
+        for c in &group.contributions {
+            let mut with_source = labels.clone();
+            with_source.push(("source".into(), c.source.clone()));
+            contribution
+                .get_or_create(&with_source)
+                .set(i64::from(c.value));
+        }
+    }
+    let tracker_up = gauge_family(
+        registry,
+        "carp_tracker_up",
+        "Tracker verdict: 1 up, 0 down, -1 no verdict yet",
+    );
+    let latency = gauge_family(
+        registry,
+        "carp_tracker_check_latency_microseconds",
+        "Duration of the tracker's last check",
+    );
+    let checks = counter_family(registry, "carp_tracker_checks", "Checks run per tracker");
+    let failed = counter_family(
+        registry,
+        "carp_tracker_failed_checks",
+        "Checks that failed per tracker",
+    );
+    for tracker in &status.trackers {
+        let labels = vec![
+            ("tracker".to_owned(), tracker.name.clone()),
+            ("kind".to_owned(), tracker.kind.clone()),
+            ("group".to_owned(), tracker.group.clone()),
+        ];
+        let up = match tracker.state.as_str() {
+            "up" => 1,
+            "down" => 0,
+            _ => -1,
+        };
+        tracker_up.get_or_create(&labels).set(up);
+        latency
+            .get_or_create(&labels)
+            .set(i64::try_from(tracker.last_latency_us).unwrap_or(i64::MAX));
+        checks.get_or_create(&labels).inc_by(tracker.checks);
+        failed.get_or_create(&labels).inc_by(tracker.failed_checks);
+    }
+    let runs = counter_family(registry, "carp_hook_runs", "Hook commands started");
+    let hook_failures = counter_family(
+        registry,
+        "carp_hook_failures",
+        "Hook commands that failed, timed out or were skipped",
+    );
+    runs.get_or_create(&Vec::new()).inc_by(status.hooks.runs);
+    hook_failures
+        .get_or_create(&Vec::new())
+        .inc_by(status.hooks.failures);
+    let ready = gauge_family(
+        registry,
+        "carp_boot_ready",
+        "1 once the boot interlock released its demotion",
+    );
+    ready
+        .get_or_create(&Vec::new())
+        .set(i64::from(status.boot.ready));
 }
 
 /// Serves `GET /metrics` until the listener fails.
@@ -189,7 +284,10 @@ mod tests {
     use std::collections::BTreeMap;
 
     use super::*;
-    use crate::api::{CarpdevStatus, Counters};
+    use crate::api::{
+        BootStatus, CarpdevStatus, ContributionStatus, Counters, GroupStatus, HookCounters,
+        TrackerStatus,
+    };
 
     fn sample() -> Status {
         let mut drops = BTreeMap::new();
@@ -207,18 +305,56 @@ mod tests {
                 advskew: 0,
                 demote: 2,
                 addresses: vec![],
+                groups: vec!["carp".into()],
+                admin_down: false,
                 counters: Counters {
                     adverts_received: 11,
                     adverts_sent: 12,
                     transitions: 2,
                     send_errors: 0,
                     drops,
+                    frames: [("owned".to_owned(), 40), ("notowned".to_owned(), 3)].into(),
+                    vip_conflicts: 2,
+                    last_conflict: Some("192.0.2.1 claimed by 02:00:00:00:00:66".into()),
                 },
             }],
             carpdevs: vec![CarpdevStatus {
                 name: "eth0".into(),
                 drops: dev_drops,
             }],
+            groups: vec![GroupStatus {
+                name: "carp".into(),
+                demote: 51,
+                contributions: vec![
+                    ContributionStatus {
+                        source: "admin".into(),
+                        value: 50,
+                        for_seconds: 3,
+                    },
+                    ContributionStatus {
+                        source: "track:uplink".into(),
+                        value: 1,
+                        for_seconds: 9,
+                    },
+                ],
+                members: vec!["carp0".into()],
+            }],
+            trackers: vec![TrackerStatus {
+                name: "uplink".into(),
+                kind: "ping".into(),
+                group: "carp".into(),
+                demote: 1,
+                state: "down".into(),
+                checks: 10,
+                failed_checks: 4,
+                last_latency_us: 250,
+                last_failure: Some("no reply".into()),
+            }],
+            hooks: HookCounters {
+                runs: 6,
+                failures: 1,
+            },
+            boot: BootStatus::default(),
         }
     }
 
@@ -234,6 +370,19 @@ mod tests {
             r#"carp_drops_total{name="carp0",vhid="5",carpdev="eth0",reason="badttl"} 3"#,
             r#"carp_drops_total{name="carp0",vhid="5",carpdev="eth0",reason="badauth"} 1"#,
             r#"carp_drops_total{carpdev="eth0",reason="badvhid"} 7"#,
+            r#"carp_frames_total{name="carp0",vhid="5",carpdev="eth0",verdict="owned"} 40"#,
+            r#"carp_frames_total{name="carp0",vhid="5",carpdev="eth0",verdict="notowned"} 3"#,
+            r#"carp_vip_conflicts_total{name="carp0",vhid="5",carpdev="eth0"} 2"#,
+            r#"carp_group_demote{group="carp"} 51"#,
+            r#"carp_demote_contribution{group="carp",source="admin"} 50"#,
+            r#"carp_demote_contribution{group="carp",source="track:uplink"} 1"#,
+            r#"carp_tracker_up{tracker="uplink",kind="ping",group="carp"} 0"#,
+            r#"carp_tracker_check_latency_microseconds{tracker="uplink",kind="ping",group="carp"} 250"#,
+            r#"carp_tracker_checks_total{tracker="uplink",kind="ping",group="carp"} 10"#,
+            r#"carp_tracker_failed_checks_total{tracker="uplink",kind="ping",group="carp"} 4"#,
+            "carp_hook_runs_total 6",
+            "carp_hook_failures_total 1",
+            "carp_boot_ready 0",
         ] {
             assert!(text.lines().any(|l| l == line), "missing {line} in\n{text}");
         }

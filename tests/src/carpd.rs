@@ -1,5 +1,6 @@
 //! carpd in a namespace, and carpctl to read its state.
 
+use std::ffi::OsStr;
 use std::fs;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -80,6 +81,24 @@ impl Carpd {
         status_in(&self.netns, &self.socket)
     }
 
+    /// `carpctl --socket <socket> <args>` against this carpd: its stdout,
+    /// or an error quoting what carpctl said (its exit status is non-zero
+    /// when carpd refused the request).
+    pub fn carpctl<I, S>(&self, args: I) -> Result<String>
+    where
+        I: IntoIterator<Item = S>,
+        S: AsRef<OsStr>,
+    {
+        let mut command = command_in(&self.netns, carpctl_bin()?);
+        command.arg("--socket").arg(&self.socket).args(args);
+        output(&mut command)
+    }
+
+    /// Its whole log so far.
+    pub fn log_text(&self) -> String {
+        fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
     /// Fails, quoting the end of its log, if carpd has exited.
     pub fn ensure_running(&mut self) -> Result<()> {
         match self.process.try_wait()? {
@@ -109,7 +128,7 @@ impl Carpd {
 
     /// The last `lines` lines of its log, for error messages.
     pub fn log_tail(&self, lines: usize) -> String {
-        let text = fs::read_to_string(&self.log).unwrap_or_default();
+        let text = self.log_text();
         let all: Vec<&str> = text.lines().collect();
         all[all.len().saturating_sub(lines)..].join("\n")
     }

@@ -13,6 +13,7 @@ use std::time::{Duration, Instant};
 use serde::Deserialize;
 
 use crate::carpd::Carpd;
+use crate::carpd_log::{LoggedTransition, transitions};
 use crate::error::{Error, Result};
 use crate::lab::{CarpdOptions, GATEWAYS, Gateway, Lab, VHIDS, metrics_address};
 use crate::netns::Netns;
@@ -46,6 +47,13 @@ impl Cluster {
     /// election deterministic: gw1's master-down timer runs first and is
     /// the shorter one, so gw2 never becomes MASTER on the way.
     pub fn start(prefix: &str, options: &CarpdOptions) -> Result<Self> {
+        Self::start_each(prefix, &[("gw1", options), ("gw2", options)])
+    }
+
+    /// Builds a lab and starts carpd on the named gateways, in this order,
+    /// each with its own options and once the one before answers. A gateway
+    /// left out runs no carpd until [`Cluster::add`].
+    pub fn start_each(prefix: &str, daemons: &[(&str, &CarpdOptions)]) -> Result<Self> {
         let lab = Lab::build(prefix)?;
         let run_dir = RunDir::create(lab.topology().stem())?;
         let mut cluster = Self {
@@ -53,15 +61,33 @@ impl Cluster {
             run_dir,
             lab,
         };
-        for gateway in &GATEWAYS {
-            let mut carpd =
-                cluster
-                    .lab
-                    .start_carpd_with(gateway, cluster.run_dir.path(), options)?;
-            carpd.wait_ready(READY_TIMEOUT)?;
-            cluster.daemons.push((gateway, carpd));
+        for (name, options) in daemons {
+            cluster.add(name, options)?;
         }
         Ok(cluster)
+    }
+
+    /// Starts carpd on gateway `name`, which runs none yet, and waits until
+    /// it answers.
+    pub fn add(&mut self, name: &str, options: &CarpdOptions) -> Result<()> {
+        let gateway = gateway(name)?;
+        if self.daemons.iter().any(|(running, _)| running.name == name) {
+            return Err(Error::Topology(format!(
+                "{name} already has a carpd: restart it instead"
+            )));
+        }
+        let mut carpd = self
+            .lab
+            .start_carpd_with(gateway, self.run_dir.path(), options)?;
+        carpd.wait_ready(READY_TIMEOUT)?;
+        self.daemons.push((gateway, carpd));
+        Ok(())
+    }
+
+    /// Where the configs, control sockets and logs are: a scratch directory
+    /// for the scenario's own files too (removed with the cluster).
+    pub fn run_dir(&self) -> &Path {
+        self.run_dir.path()
     }
 
     pub fn lab(&self) -> &Lab {
@@ -81,14 +107,34 @@ impl Cluster {
             .ok_or_else(|| Error::Topology(format!("no carpd on {name}")))
     }
 
-    /// `carpctl status` of gateway `name`'s carpd.
-    pub fn status(&self, name: &str) -> Result<Status> {
+    fn daemon(&self, name: &str) -> Result<&Carpd> {
         self.daemons
             .iter()
             .find(|(gateway, _)| gateway.name == name)
             .map(|(_, carpd)| carpd)
-            .ok_or_else(|| Error::Topology(format!("no carpd on {name}")))?
-            .status()
+            .ok_or_else(|| Error::Topology(format!("no carpd on {name}")))
+    }
+
+    /// `carpctl status` of gateway `name`'s carpd.
+    pub fn status(&self, name: &str) -> Result<Status> {
+        self.daemon(name)?.status()
+    }
+
+    /// `carpctl <args>` against gateway `name`'s carpd: its stdout, or an
+    /// error quoting what carpctl printed when it failed.
+    pub fn carpctl(&self, name: &str, args: &[&str]) -> Result<String> {
+        self.daemon(name)?.carpctl(args)
+    }
+
+    /// Every state transition gateway `name`'s carpd has logged (all of its
+    /// runs on this cluster), with the time it logged it.
+    pub fn transitions(&self, name: &str) -> Result<Vec<LoggedTransition>> {
+        Ok(transitions(&self.daemon(name)?.log_text()))
+    }
+
+    /// Gateway `name`'s whole carpd log.
+    pub fn log_text(&self, name: &str) -> Result<String> {
+        Ok(self.daemon(name)?.log_text())
     }
 
     /// Sends `sig` to gateway `name`'s carpd; returns when it was sent, the
@@ -124,6 +170,21 @@ impl Cluster {
         carpd.wait_ready(READY_TIMEOUT)?;
         self.daemons[position].1 = carpd;
         Ok(())
+    }
+
+    /// Waits until `done` holds for gateway `name`'s status; on timeout the
+    /// error says `what` and shows every node's states and log tail.
+    pub fn wait_status(
+        &self,
+        name: &str,
+        timeout: Duration,
+        what: &str,
+        mut done: impl FnMut(&Status) -> bool,
+    ) -> Result<Status> {
+        let reached = wait_for(timeout, &format!("{name}: {what}"), || {
+            self.status(name).ok().filter(|status| done(status))
+        });
+        self.with_report(reached)
     }
 
     /// Waits until every vhid of each named gateway is in the state given
@@ -247,12 +308,19 @@ impl Cluster {
         let mut text = String::new();
         for (gateway, carpd) in &self.daemons {
             let states = match carpd.status() {
-                Ok(status) => status
-                    .interfaces
-                    .iter()
-                    .map(|iface| format!("{} vhid {} {}", iface.name, iface.vhid, iface.state))
-                    .collect::<Vec<_>>()
-                    .join(", "),
+                Ok(status) => {
+                    let mut line = status
+                        .interfaces
+                        .iter()
+                        .map(|iface| format!("{} vhid {} {}", iface.name, iface.vhid, iface.state))
+                        .collect::<Vec<_>>()
+                        .join(", ");
+                    // Who demotes what, when anything does.
+                    for group in status.groups.iter().filter(|group| group.demote > 0) {
+                        let _ = write!(line, "; group {}", group.describe());
+                    }
+                    line
+                }
                 Err(error) => format!("no status ({error})"),
             };
             let _ = write!(
@@ -267,7 +335,7 @@ impl Cluster {
     }
 
     /// A timeout's message with [`Cluster::report`] appended.
-    fn with_report<T>(&self, result: Result<T>) -> Result<T> {
+    pub fn with_report<T>(&self, result: Result<T>) -> Result<T> {
         result.map_err(|error| match error {
             Error::Timeout { what, after } => Error::Timeout {
                 what: format!("{what}{}", self.report()),

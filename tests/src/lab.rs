@@ -114,13 +114,17 @@ pub const SERVER: LabHost = LabHost {
 };
 
 /// What a scenario may change in the lab's carpd configs; the default is
-/// the lab's own (preempt on, advbase 1, each gateway's advskew).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+/// the lab's own (preempt on, advbase 1, each gateway's advskew, nothing else).
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct CarpdOptions {
     pub preempt: bool,
     pub advbase: u8,
     /// `None`: the gateway's own ([`Gateway::advskew`]).
     pub advskew: Option<u8>,
+    /// More TOML, written after the lab's top-level keys and before its
+    /// `[[carp]]` tables: top-level keys first (`boot_timeout = 3`), then
+    /// tables (`[[track]]`, `[hooks]`). See [`CarpdOptions::with_toml`].
+    pub extra: String,
 }
 
 impl Default for CarpdOptions {
@@ -129,6 +133,7 @@ impl Default for CarpdOptions {
             preempt: true,
             advbase: 1,
             advskew: None,
+            extra: String::new(),
         }
     }
 }
@@ -137,6 +142,18 @@ impl CarpdOptions {
     #[must_use]
     pub fn preempt(self, preempt: bool) -> Self {
         Self { preempt, ..self }
+    }
+
+    /// Adds `toml` to [`CarpdOptions::extra`]. TOML puts a key after a table
+    /// header into that table, so give top-level keys before any table
+    /// (in the first call, or at the start of one).
+    #[must_use]
+    pub fn with_toml(mut self, toml: &str) -> Self {
+        self.extra.push_str(toml);
+        if !self.extra.ends_with('\n') {
+            self.extra.push('\n');
+        }
+        self
     }
 
     pub fn advskew_of(&self, gateway: &Gateway) -> u8 {
@@ -292,10 +309,11 @@ pub fn carpd_config_with(
         })
         .collect();
     format!(
-        "preempt = {}\ncontrol_socket = {}\nmetrics_listen = {}\n{}",
+        "preempt = {}\ncontrol_socket = {}\nmetrics_listen = {}\n{}{}",
         options.preempt,
         toml_string(&control_socket.to_string_lossy()),
         toml_string(&format!("{sync_ip}:{METRICS_PORT}")),
+        options.extra,
         vhids.concat(),
     )
 }
@@ -334,7 +352,7 @@ pub fn address_of(with_prefix: &str) -> &str {
 
 /// A TOML basic string. JSON's string escapes are a subset of TOML's, so
 /// `serde_json` quotes it correctly.
-fn toml_string(value: &str) -> String {
+pub fn toml_string(value: &str) -> String {
     serde_json::Value::from(value).to_string()
 }
 
@@ -389,6 +407,7 @@ mod tests {
             preempt: false,
             advbase: 2,
             advskew: Some(7),
+            ..CarpdOptions::default()
         };
         let text = carpd_config_with(&GATEWAYS[1], Path::new("/tmp/gw2.sock"), &options);
         assert!(text.starts_with("preempt = false\n"), "{text}");
@@ -404,6 +423,23 @@ mod tests {
             carpd_config_with(&GATEWAYS[0], socket, &CarpdOptions::default()),
             carpd_config(&GATEWAYS[0], socket)
         );
+        Ok(())
+    }
+
+    #[test]
+    fn extra_toml_goes_between_the_top_level_keys_and_the_carp_tables() -> anyhow::Result<()> {
+        let options = CarpdOptions::default()
+            .with_toml("boot_timeout = 3\n[[track]]\nname = \"server\"\nkind = \"ping\"\ntarget = \"10.0.2.100\"")
+            .with_toml("[hooks]\ntransition = \"true\"\n");
+        let text = carpd_config_with(&GATEWAYS[0], Path::new("/tmp/gw1.sock"), &options);
+        let config: toml::Table = toml::from_str(&text)?;
+        assert_eq!(config["boot_timeout"].as_integer(), Some(3));
+        assert_eq!(config["track"][0]["target"].as_str(), Some("10.0.2.100"));
+        assert_eq!(config["hooks"]["transition"].as_str(), Some("true"));
+        // The lab's vhids are intact: no key of theirs went into [hooks].
+        let carp = config["carp"].as_array().expect("[[carp]] tables");
+        assert_eq!(carp.len(), VHIDS.len());
+        assert_eq!(carp[1]["name"].as_str(), Some("carp1"));
         Ok(())
     }
 

@@ -14,6 +14,7 @@
 
 mod capture;
 mod carpd;
+mod carpd_log;
 mod cluster;
 mod command;
 mod error;
@@ -27,6 +28,7 @@ mod wait;
 
 pub use capture::Capture;
 pub use carpd::{Carpd, carpctl_status};
+pub use carpd_log::{LoggedTransition, transitions, wall_clock};
 pub use cluster::{Cluster, LinkState, READY_TIMEOUT, gateway};
 pub use command::{describe, output};
 pub use error::{Error, Result};
@@ -34,10 +36,13 @@ pub use host::{carpctl_bin, carpd_bin, is_root, release_dir, require_root, works
 pub use lab::{
     CLIENT, CarpdOptions, GATEWAYS, Gateway, LAB_BRIDGES, Lab, LabHost, SERVER, VHIDS, VhidSpec,
     address_of, carpd_config, carpd_config_with, host_behind, masters_by_vhid, metrics_address,
-    virtual_mac,
+    toml_string, virtual_mac,
 };
 pub use netns::{Netns, exists as netns_exists, list as list_netns, sweep_stale, unique_stem};
 pub use process::{Process, Signal};
-pub use status::{CarpState, Counters, InterfaceStatus, Status};
+pub use status::{
+    BootStatus, CarpState, Contribution, Counters, GroupStatus, HookCounters, InterfaceStatus,
+    Status, TrackerState, TrackerStatus,
+};
 pub use topology::{NodeSpec, PortSpec, Topology, TopologySpec};
 pub use wait::{POLL_INTERVAL, wait_for, wait_until};

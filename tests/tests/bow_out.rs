@@ -31,15 +31,16 @@ fn sigterm_on_the_master_bows_out_and_the_backup_takes_over_at_once() -> anyhow:
     cluster.wait_steady("gw1", "gw2", STEADY_TIMEOUT)?;
     let arp_ignore_default = sysctl(cluster.netns("gw1")?, "net/ipv4/conf/default/arp_ignore")?;
 
-    // Advertisements as the switch sees them, told apart by source MAC.
+    // Advertisements as the switch sees them. Both masters send from the
+    // virtual MAC, so they are told apart by IP source address.
     let mut adverts = Vec::new();
     for vhid in &VHIDS {
         let topology = cluster.lab().topology();
         let port = topology.switch_port("gw1", vhid.carpdev);
         let capture = Capture::start(topology.switch(), &port, "ip proto 112 or ip6 proto 112")?;
-        let gw1_mac = mac_of(&cluster, "gw1", vhid.carpdev)?;
-        let gw2_mac = mac_of(&cluster, "gw2", vhid.carpdev)?;
-        adverts.push((capture, vhid, gw1_mac, gw2_mac));
+        let gw1_sources = sources_of(&cluster, "gw1", vhid.carpdev)?;
+        let gw2_sources = sources_of(&cluster, "gw2", vhid.carpdev)?;
+        adverts.push((capture, vhid, gw1_sources, gw2_sources));
     }
 
     let stopped = cluster.signal("gw1", Signal::SIGTERM)?;
@@ -64,18 +65,26 @@ fn sigterm_on_the_master_bows_out_and_the_backup_takes_over_at_once() -> anyhow:
         cluster.report()
     );
 
-    for (capture, vhid, gw1_mac, gw2_mac) in &mut adverts {
+    for (capture, vhid, gw1_sources, gw2_sources) in &mut adverts {
         // gw2's first advertisement as MASTER follows gw1's last frame on
         // the wire, so by then every advert gw1 sent has been captured.
         capture.wait_for(options.interval(gw2) + MARGIN, |line| {
-            sent_by(line, gw2_mac)
+            sent_by(line, gw2_sources)
         })?;
         let from_gw1: Vec<String> = capture
             .lines()
             .iter()
-            .filter(|line| sent_by(line, gw1_mac))
+            .filter(|line| sent_by(line, gw1_sources))
             .cloned()
             .collect();
+        // Like OpenBSD's, they leave from the virtual MAC, so every one
+        // re-teaches the switch where the MASTER is.
+        let virtual_mac = format!("{} > ", carp_tests::virtual_mac(vhid.vhid));
+        assert!(
+            !from_gw1.is_empty() && from_gw1.iter().all(|line| line.contains(&virtual_mac)),
+            "vhid {}: gw1's adverts must come from {virtual_mac}: {from_gw1:#?}",
+            vhid.vhid
+        );
         for family in families(vhid) {
             let sent: Vec<&String> = from_gw1
                 .iter()
@@ -129,12 +138,19 @@ fn sigterm_on_the_master_bows_out_and_the_backup_takes_over_at_once() -> anyhow:
     Ok(())
 }
 
-/// The MAC of `ifname` on gateway `node`, as tcpdump prints it.
-fn mac_of(cluster: &Cluster, node: &str, ifname: &str) -> anyhow::Result<String> {
+/// The addresses `node` sends advertisements from on `ifname` (its IPv4
+/// address and its IPv6 link-local one), as tcpdump prints them.
+fn sources_of(cluster: &Cluster, node: &str, ifname: &str) -> anyhow::Result<Vec<String>> {
     let link = cluster
         .link(node, ifname)?
         .ok_or_else(|| anyhow::anyhow!("{node} has no {ifname}"))?;
-    Ok(link.mac)
+    Ok(link
+        .addresses
+        .iter()
+        .filter_map(|address| address.split('/').next())
+        .filter(|address| !address.contains(':') || address.starts_with("fe80:"))
+        .map(str::to_owned)
+        .collect())
 }
 
 /// tcpdump's ethertype names of the families the vhid advertises over.
@@ -156,9 +172,9 @@ fn sysctl(netns: &carp_tests::Netns, path: &str) -> anyhow::Result<String> {
         .to_owned())
 }
 
-/// Whether a `tcpdump -e` line (timestamp, then `<src> > <dst>`) is a
-/// frame from `mac`.
-fn sent_by(line: &str, mac: &str) -> bool {
-    line.split_once(' ')
-        .is_some_and(|(_, frame)| frame.starts_with(&format!("{mac} > ")))
+/// Whether a `tcpdump -n -e` line is a packet from one of `sources`.
+fn sent_by(line: &str, sources: &[String]) -> bool {
+    sources
+        .iter()
+        .any(|source| line.contains(&format!(": {source} > ")))
 }

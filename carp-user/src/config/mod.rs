@@ -55,6 +55,8 @@ pub struct HooksConfig {
     pub transition: Option<String>,
     /// On every change of a group's demote counter.
     pub demote: Option<String>,
+    /// When another MAC than the virtual one claims a VIP we own.
+    pub conflict: Option<String>,
     /// A hook still running after this is killed.
     pub timeout: Duration,
 }

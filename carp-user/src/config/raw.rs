@@ -41,6 +41,7 @@ pub struct RawCarp {
 pub struct RawHooks {
     pub transition: Option<String>,
     pub demote: Option<String>,
+    pub conflict: Option<String>,
     pub timeout_ms: Option<i64>,
 }
 

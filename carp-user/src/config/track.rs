@@ -29,9 +29,14 @@ pub fn hooks(raw: Option<RawHooks>, path: &Path) -> Result<HooksConfig, ConfigEr
     let raw = raw.unwrap_or(RawHooks {
         transition: None,
         demote: None,
+        conflict: None,
         timeout_ms: None,
     });
-    for (key, command) in [("transition", &raw.transition), ("demote", &raw.demote)] {
+    for (key, command) in [
+        ("transition", &raw.transition),
+        ("demote", &raw.demote),
+        ("conflict", &raw.conflict),
+    ] {
         if command.as_ref().is_some_and(|c| c.trim().is_empty()) {
             return Err(context.error(format!("{key} is an empty command")));
         }
@@ -46,6 +51,7 @@ pub fn hooks(raw: Option<RawHooks>, path: &Path) -> Result<HooksConfig, ConfigEr
     Ok(HooksConfig {
         transition: raw.transition,
         demote: raw.demote,
+        conflict: raw.conflict,
         timeout: Duration::from_millis(timeout_ms),
     })
 }

@@ -147,10 +147,9 @@ fn in_range(
     key: &str,
     context: &Context<'_>,
 ) -> Result<u8, ConfigError> {
-    u8::try_from(value)
-        .ok()
-        .filter(|v| (min..=max).contains(v))
-        .ok_or_else(|| context.error(format!("{key} {value} out of range {min}..{max}")))
+    let value = number(value, u64::from(min), u64::from(max), key, context)?;
+    // In min..=max, so it fits.
+    Ok(u8::try_from(value).unwrap_or(max))
 }
 
 /// `value` as a u64 in `min..=max`, or an error naming `key`.

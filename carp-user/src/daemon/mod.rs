@@ -2,8 +2,14 @@
 //! (an actor). Advertisements from the XDP ring buffer, control-socket calls
 //! and timers are its inputs; sockets, rtnetlink and BPF maps its outputs.
 
+mod commands;
 mod control;
+mod demotion;
+mod heartbeat;
+mod notify;
 mod setup;
+mod status;
+mod tracking;
 mod vhid;
 
 use std::collections::BTreeMap;
@@ -13,20 +19,28 @@ use anyhow::Context;
 use tokio::sync::{mpsc, oneshot};
 use tracing::{info, warn};
 
-use crate::api::{CarpdevStatus, Request, Response, Status};
+use crate::api::{Request, Response, Status};
 use crate::clock::{self, Mono};
 use crate::config::Config;
-use crate::dataplane::{AdvertReceiver, Dataplane, ReceivedAdvert};
+use crate::dataplane::{AdvertReceiver, ClaimReceiver, Dataplane, ReceivedAdvert};
 use crate::fsm::{Ignored, Interval, Output, PeerAdvert, State};
 use crate::groups::Groups;
+use crate::hooks::Hooks;
 use crate::net::link::Links;
+use crate::net::link_monitor::{CarrierEvent, LinkMonitor};
 use crate::net::sysctl::Sysctls;
+use crate::track::{CheckResult, Trackers};
 use crate::wire::Advertisement;
-use carp_common::Verdict;
+use demotion::Boot;
+use heartbeat::Heartbeat;
+use tracking::Tracker;
 use vhid::Vhid;
 
 /// Commands queued for the agent; bounded so a burst of clients cannot grow memory.
 const COMMAND_QUEUE: usize = 64;
+/// Carrier events and check results queued for the agent (bounded; their
+/// senders wait when it is full).
+const EVENT_QUEUE: usize = 256;
 /// Agent-side drops not tied to a configured vhid.
 const DROP_BADVHID: &str = "badvhid";
 /// Timer steps taken per vhid per wake-up; the machine needs at most two
@@ -69,7 +83,7 @@ impl Handle {
     pub async fn status(&self) -> Option<Status> {
         match self.call(Request::Status).await {
             Response::Status(status) => Some(status),
-            Response::Error { .. } => None,
+            _ => None,
         }
     }
 }
@@ -78,6 +92,9 @@ impl Handle {
 struct Agent {
     vhids: Vec<Vhid>,
     groups: Groups,
+    trackers: Vec<Tracker>,
+    hooks: Hooks,
+    boot: Boot,
     dataplane: Dataplane,
     links: Links,
     sysctls: Sysctls,
@@ -88,6 +105,20 @@ struct Agent {
     /// Every carp interface we created or adopted, removed on shutdown even
     /// when setup failed half way.
     carp_interfaces: Vec<(String, u32)>,
+    /// Send-error demotions (vhid, demoted) waiting for `settle_send_errors`.
+    send_error_changes: Vec<(usize, bool)>,
+    heartbeat: Heartbeat,
+}
+
+/// The agent's inputs besides control calls.
+struct Inputs {
+    adverts: AdvertReceiver,
+    claims: ClaimReceiver,
+    carrier: mpsc::Receiver<CarrierEvent>,
+    checks: mpsc::Receiver<CheckResult>,
+    /// Kept alive for as long as the agent runs.
+    _link_monitor: LinkMonitor,
+    _trackers: Trackers,
 }
 
 /// Runs carpd until SIGTERM or SIGINT, then bows out and removes what it created.
@@ -101,7 +132,7 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
         ),
         None => None,
     };
-    let (mut agent, adverts) = setup::build(&config).await?;
+    let (mut agent, mut inputs) = setup::build(&config).await?;
     let (commands_tx, commands) = mpsc::channel(COMMAND_QUEUE);
     let handle = Handle {
         commands: commands_tx,
@@ -117,8 +148,8 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
     });
     drop(handle);
 
-    agent.start();
-    let result = agent.run(adverts, commands).await;
+    agent.start().await;
+    let result = agent.run(&mut inputs, commands).await;
     agent.shutdown().await;
     control_task.abort();
     if let Some(task) = metrics_task {
@@ -132,19 +163,32 @@ impl Agent {
         self.groups.demote_sum(&self.vhids[index].config.groups)
     }
 
-    fn start(&mut self) {
+    /// Every vhid that can run goes INIT -> BACKUP; the boot interlock holds
+    /// `carp` demoted until the node is ready.
+    async fn start(&mut self) {
         let now = clock::now();
-        for vhid in &mut self.vhids {
-            let output = vhid.machine.start(now);
-            if let Some(transition) = &output.transition {
-                vhid.log_transition(transition);
+        // Before anything can become MASTER: without a beat nothing is owned.
+        self.beat_if_due(now);
+        self.begin_boot(now);
+        for index in 0..self.vhids.len() {
+            if self.vhids[index].carpdev_carrier {
+                let output = self.vhids[index].machine.start(now);
+                self.apply(index, output).await;
+            } else {
+                warn!(
+                    "{}: {} has no carrier: staying in INIT",
+                    self.vhids[index].name(),
+                    self.vhids[index].config.carpdev
+                );
+                self.set_carpdev_demotion(index, true).await;
             }
         }
+        self.check_ready().await;
     }
 
     async fn run(
         &mut self,
-        mut adverts: AdvertReceiver,
+        inputs: &mut Inputs,
         mut commands: mpsc::Receiver<Command>,
     ) -> anyhow::Result<()> {
         use tokio::signal::unix::{SignalKind, signal};
@@ -166,13 +210,20 @@ impl Agent {
                     info!("SIGINT: bowing out");
                     return Ok(());
                 }
-                received = adverts.recv() => {
+                received = inputs.adverts.recv() => {
                     let advert = received.context("reading advertisements from the XDP ring buffer")?;
                     self.on_advert(&advert).await;
                 }
-                Some(command) = commands.recv() => self.on_command(command),
+                Some(event) = inputs.carrier.recv() => self.on_carrier(event).await,
+                claim = inputs.claims.recv() => {
+                    let conflict = claim.context("reading VIP claims from the XDP ring buffer")?;
+                    self.on_conflict(&conflict);
+                }
+                Some(result) = inputs.checks.recv() => self.on_check(result).await,
+                Some(command) = commands.recv() => self.on_command(command).await,
                 () = sleep_until(deadline) => self.on_timers().await,
             }
+            self.settle_send_errors().await;
         }
     }
 
@@ -180,6 +231,9 @@ impl Agent {
         self.vhids
             .iter()
             .filter_map(|v| v.machine.next_deadline())
+            .chain(self.boot.deadline())
+            .chain([self.heartbeat.next()])
+            .chain(self.trackers.iter().filter_map(Tracker::coherence_due))
             .min()
     }
 
@@ -238,6 +292,7 @@ impl Agent {
 
     async fn on_timers(&mut self) {
         let now = clock::now();
+        self.beat_if_due(now);
         for index in 0..self.vhids.len() {
             for _ in 0..MAX_TIMER_STEPS {
                 if self.vhids[index]
@@ -252,14 +307,16 @@ impl Agent {
                 self.apply(index, output).await;
             }
         }
+        self.on_coherence_timers(now).await;
+        if self.boot.expired(now) {
+            self.release_boot().await;
+        }
     }
 
-    fn on_command(&mut self, command: Command) {
+    async fn on_command(&mut self, command: Command) {
         match command {
             Command::Call { request, reply } => {
-                let response = match request {
-                    Request::Status => Response::Status(self.status()),
-                };
+                let response = self.handle_request(request).await;
                 // The client may have gone; nothing to do then.
                 let _ = reply.send(response);
             }
@@ -267,18 +324,26 @@ impl Agent {
     }
 
     /// Carries out what the state machine decided, in OpenBSD's order: take
-    /// or release the addresses, advertise, then announce.
+    /// or release the addresses, advertise, then announce. This is the one
+    /// path every state change of a vhid takes.
     async fn apply(&mut self, index: usize, output: Output) {
         if let Some(transition) = &output.transition {
             self.vhids[index].log_transition(transition);
+            self.hooks.transition(
+                self.vhids[index].name(),
+                self.vhids[index].config.vhid,
+                transition.from,
+                transition.to,
+            );
             let was_master = transition.from == State::Master;
             let is_master = transition.to == State::Master;
             if is_master != was_master {
                 self.set_owner(index, is_master).await;
             }
         }
-        if let Some(advert) = &output.send_advert {
-            self.vhids[index].send_advert(*advert);
+        if let Some(advert) = output.send_advert {
+            let sent = self.vhids[index].send_advert(advert);
+            self.note_send(index, sent);
         }
         if output.announce {
             self.vhids[index].announce();
@@ -289,6 +354,15 @@ impl Agent {
     /// answer ARP/ND for them nor accept their traffic).
     async fn set_owner(&mut self, index: usize, owner: bool) {
         let vhid = &self.vhids[index];
+        // The datapath changes hands first, in one map write: before the
+        // gratuitous ARP draws traffic to us, and before a new BACKUP could
+        // take one more packet for an address its peer now owns.
+        if let Err(error) = self
+            .dataplane
+            .set_role(vhid.carpdev_index, vhid.config.vhid, owner)
+        {
+            warn!("{}: cannot set the XDP role: {error}", vhid.name());
+        }
         if let Err(error) = self.links.set_up(vhid.carp_index, owner).await {
             warn!(
                 "{}: cannot set the interface {}: {error}",
@@ -305,55 +379,6 @@ impl Agent {
                     warn!("{}: cannot add {net}: {error}", vhid.name());
                 }
             }
-        }
-    }
-
-    fn status(&self) -> Status {
-        let mut interfaces: Vec<_> = self
-            .vhids
-            .iter()
-            .enumerate()
-            .map(|(index, vhid)| vhid.status(self.demote_of(index)))
-            .collect();
-        let mut carpdevs: BTreeMap<u32, CarpdevStatus> = self
-            .carpdevs
-            .iter()
-            .map(|(index, name)| {
-                let drops = self.carpdev_drops.get(index).cloned().unwrap_or_default();
-                (
-                    *index,
-                    CarpdevStatus {
-                        name: name.clone(),
-                        drops,
-                    },
-                )
-            })
-            .collect();
-        match self.dataplane.counters() {
-            Ok(counters) => {
-                for counter in counters {
-                    if counter.verdict == Verdict::Accepted {
-                        continue;
-                    }
-                    let reason = counter.verdict.label().to_owned();
-                    let row = self.vhids.iter().position(|v| {
-                        v.carpdev_index == counter.ifindex && v.config.vhid == counter.vhid
-                    });
-                    let drops = match row {
-                        Some(row) if counter.vhid != 0 => &mut interfaces[row].counters.drops,
-                        _ => match carpdevs.get_mut(&counter.ifindex) {
-                            Some(carpdev) => &mut carpdev.drops,
-                            None => continue,
-                        },
-                    };
-                    *drops.entry(reason).or_insert(0) += counter.packets;
-                }
-            }
-            Err(error) => warn!("reading XDP counters: {error}"),
-        }
-        Status {
-            interfaces,
-            carpdevs: carpdevs.into_values().collect(),
         }
     }
 

@@ -8,26 +8,42 @@ use std::net::IpAddr;
 use anyhow::{Context, bail};
 use tracing::{info, warn};
 
-use super::Agent;
-use super::vhid::Vhid;
+use tokio::sync::mpsc;
+
+use super::demotion::Boot;
+use super::heartbeat::Heartbeat;
+use super::tracking::Tracker;
+use super::vhid::{SendHealth, Vhid};
+use super::{Agent, EVENT_QUEUE, Inputs};
 use crate::api::Counters;
+use crate::clock;
 use crate::config::{CarpConfig, Config};
-use crate::dataplane::{AdvertReceiver, Dataplane};
+use crate::dataplane::Dataplane;
 use crate::fsm::{self, Interval, Machine};
 use crate::groups::Groups;
+use crate::hooks::Hooks;
 use crate::net::advert_socket::{AdvertSocketV4, AdvertSocketV6, Destination};
 use crate::net::link::Links;
+use crate::net::link_monitor;
 use crate::net::packet_socket::PacketSocket;
 use crate::net::sysctl::Sysctls;
 use crate::net::virtual_mac;
+use crate::track;
 use crate::wire::{Authenticator, Key};
 
-pub(super) async fn build(config: &Config) -> anyhow::Result<(Agent, AdvertReceiver)> {
+pub(super) async fn build(config: &Config) -> anyhow::Result<(Agent, Inputs)> {
     let links = Links::connect().context("opening rtnetlink")?;
+    // Subscribed before the carpdevs' carrier is read below, so no change is lost.
+    let (carrier_tx, carrier) = mpsc::channel(EVENT_QUEUE);
+    let link_monitor = link_monitor::watch(carrier_tx).context("watching link changes")?;
     let mut dataplane = Dataplane::load().context("loading the XDP program")?;
     let adverts = dataplane
         .take_adverts()
         .context("opening the advertisement ring buffer")?;
+    let claims = dataplane
+        .take_claims()
+        .context("opening the VIP claim ring buffer")?;
+    let now = clock::now();
     let mut agent = Agent {
         vhids: Vec::with_capacity(config.carp.len()),
         groups: Groups::new(
@@ -36,12 +52,24 @@ pub(super) async fn build(config: &Config) -> anyhow::Result<(Agent, AdvertRecei
                 .iter()
                 .flat_map(|c| c.groups.iter().map(String::as_str)),
         ),
+        trackers: config
+            .track
+            .iter()
+            .map(|t| Tracker::new(t.clone(), now))
+            .collect(),
+        hooks: Hooks::new(&config.hooks),
+        boot: Boot::new(config.boot_timeout),
         dataplane,
         links,
-        sysctls: Sysctls::default(),
+        sysctls: Sysctls::with_journal(&config.control_socket.with_extension("sysctls")),
         carpdevs: BTreeMap::new(),
         carpdev_drops: BTreeMap::new(),
         carp_interfaces: Vec::new(),
+        send_error_changes: Vec::new(),
+        heartbeat: Heartbeat::new(config.carp.iter().map(|c| Interval {
+            advbase: c.advbase,
+            advskew: c.advskew,
+        })),
     };
     let ipv6_router = Sysctls::get("net.ipv6.conf.all.forwarding").is_ok_and(|v| v == "1");
     for carp in &config.carp {
@@ -53,7 +81,17 @@ pub(super) async fn build(config: &Config) -> anyhow::Result<(Agent, AdvertRecei
             }
         }
     }
-    Ok((agent, adverts))
+    let (checks_tx, checks) = mpsc::channel(EVENT_QUEUE);
+    let trackers = track::spawn(&config.track, checks_tx);
+    let inputs = Inputs {
+        adverts,
+        claims,
+        carrier,
+        checks,
+        _link_monitor: link_monitor,
+        _trackers: trackers,
+    };
+    Ok((agent, inputs))
 }
 
 async fn add_vhid(
@@ -69,6 +107,11 @@ async fn add_vhid(
         prepare_carpdev(&mut agent.sysctls, &carp.carpdev)?;
     }
     agent.dataplane.add_vhid(carpdev.index, carp.vhid)?;
+    for net in &carp.addresses {
+        agent
+            .dataplane
+            .add_vip(carpdev.index, carp.vhid, net.addr())?;
+    }
 
     let mac = virtual_mac(carp.vhid);
     let carp_index = agent
@@ -96,15 +139,22 @@ async fn add_vhid(
                 carp.carpdev
             );
         };
-        let socket = AdvertSocketV4::open(&carp.carpdev, destination)
+        let socket = AdvertSocketV4::open(&carp.carpdev, carpdev.index, destination, mac)
             .with_context(|| format!("IPv4 advertisement socket on {}", carp.carpdev))?;
         Some((socket, source))
     } else {
         None
     };
     let v6 = if has_v6 {
+        let link_local = agent.links.link_local_ipv6(carpdev.index).await?;
+        if link_local.is_none() {
+            warn!(
+                "{}: {} has no link-local IPv6 address yet: IPv6 advertisements leave from its own MAC",
+                carp.name, carp.carpdev
+            );
+        }
         Some(
-            AdvertSocketV6::open(&carp.carpdev, carpdev.index, destination)
+            AdvertSocketV6::open(&carp.carpdev, carpdev.index, destination, mac, link_local)
                 .with_context(|| format!("IPv6 advertisement socket on {}", carp.carpdev))?,
         )
     } else {
@@ -145,6 +195,9 @@ async fn add_vhid(
         announcer,
         counters: Counters::default(),
         ipv6_router,
+        admin_down: false,
+        carpdev_carrier: carpdev.carrier,
+        send_health: SendHealth::default(),
     })
 }
 
@@ -165,13 +218,17 @@ fn prepare_carpdev(sysctls: &mut Sysctls, carpdev: &str) -> anyhow::Result<()> {
 /// flushes addresses on link down by default), it must not run DAD or derive
 /// a link-local address from the virtual MAC that both nodes share, and
 /// traffic to a VIP arrives on it while replies leave by the carpdev (loose
-/// reverse-path filtering).
+/// reverse-path filtering). It answers ARP only for its own addresses, the
+/// VIPs: with Linux's default `arp_ignore=0` it also answered for the node's
+/// own addresses (it hears the broadcast requests for the carpdev's) with
+/// the virtual MAC, which then follows the vhid to the other node.
 fn prepare_carp_interface(sysctls: &mut Sysctls, name: &str) -> anyhow::Result<()> {
     for (key, value) in [
         (format!("net.ipv6.conf.{name}.keep_addr_on_down"), "1"),
         (format!("net.ipv6.conf.{name}.addr_gen_mode"), "1"),
         (format!("net.ipv6.conf.{name}.accept_dad"), "0"),
         (format!("net.ipv4.conf.{name}.rp_filter"), "2"),
+        (format!("net.ipv4.conf.{name}.arp_ignore"), "1"),
     ] {
         if let Err(error) = sysctls.set(&key, value) {
             // IPv6 may be disabled on the host; only an IPv4 setting is fatal.

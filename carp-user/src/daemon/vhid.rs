@@ -30,11 +30,67 @@ pub struct Vhid {
     pub counters: Counters,
     /// Whether we forward IPv6 (sets the router flag on our NAs).
     pub ipv6_router: bool,
+    /// `carpctl down`: stays in INIT until `carpctl up`.
+    pub admin_down: bool,
+    /// The carpdev has a carrier; without one the vhid stays in INIT.
+    pub carpdev_carrier: bool,
+    pub send_health: SendHealth,
+}
+
+/// Consecutive failed sends that demote the interface's groups by one, and
+/// consecutive good ones that undo it: OpenBSD's `CARP_SENDAD_MAX_ERRORS`
+/// and `CARP_SENDAD_MIN_SUCCESS`, 3 x the vhids of the interface (one here).
+const SEND_STREAK: u32 = 3;
+
+/// FreeBSD clamps its advskew plus demotion to this (`CARP_MAXSKEW`).
+const FREEBSD_MAX_SKEW: u8 = 240;
+
+/// OpenBSD's send-error demotion for one carp interface. Pure.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct SendHealth {
+    errors: u32,
+    successes: u32,
+    demoted: bool,
+}
+
+impl SendHealth {
+    /// Records one send; returns the new demotion when it changes.
+    pub fn record(&mut self, sent: bool) -> Option<bool> {
+        if sent {
+            self.errors = 0;
+            self.successes = self.successes.saturating_add(1);
+            if self.demoted && self.successes >= SEND_STREAK {
+                self.demoted = false;
+                return Some(false);
+            }
+        } else {
+            self.successes = 0;
+            self.errors = self.errors.saturating_add(1);
+            if !self.demoted && self.errors >= SEND_STREAK {
+                self.demoted = true;
+                return Some(true);
+            }
+        }
+        None
+    }
+}
+
+/// The advskew we put on the wire: FreeBSD peers ignore the demote byte, so
+/// in compat mode the demotion also goes into advskew, clamped like FreeBSD
+/// does (but never below the configured advskew).
+pub fn wire_advskew(advskew: u8, demote: u8, freebsd_compat: bool) -> u8 {
+    if !freebsd_compat || demote == 0 {
+        return advskew;
+    }
+    advskew
+        .saturating_add(demote)
+        .min(FREEBSD_MAX_SKEW)
+        .max(advskew)
 }
 
 /// Logs at warn only when a counter reaches a power of two, so a flood of bad
 /// packets costs a handful of log lines, not one per packet.
-fn worth_logging(count: u64) -> bool {
+pub fn worth_logging(count: u64) -> bool {
     count.is_power_of_two()
 }
 
@@ -77,12 +133,23 @@ impl Vhid {
         );
     }
 
-    /// Sends one advertisement on every address family the vhid has.
-    pub fn send_advert(&mut self, advert: AdvertToSend) {
+    /// Sends one advertisement on every address family the vhid has;
+    /// returns whether it went out.
+    pub fn send_advert(&mut self, advert: AdvertToSend) -> bool {
         let counter = self.machine.cookie();
+        // The bow-out (255/255) goes out as it is.
+        let advskew = if advert.interval == crate::fsm::Interval::BOW_OUT {
+            advert.interval.advskew
+        } else {
+            wire_advskew(
+                advert.interval.advskew,
+                advert.demote,
+                self.config.freebsd_compat,
+            )
+        };
         let header = Advertisement {
             vhid: self.config.vhid,
-            advskew: advert.interval.advskew,
+            advskew,
             demote: advert.demote,
             advbase: advert.interval.advbase,
             counter,
@@ -119,6 +186,7 @@ impl Vhid {
         } else {
             self.counters.adverts_sent += 1;
         }
+        !failed
     }
 
     /// Gratuitous ARP for every IPv4 VIP, unsolicited NA for every IPv6 VIP.
@@ -158,6 +226,8 @@ impl Vhid {
                 .iter()
                 .map(ToString::to_string)
                 .collect(),
+            groups: self.config.groups.clone(),
+            admin_down: self.admin_down,
             counters: self.counters.clone(),
         }
     }
@@ -165,7 +235,36 @@ impl Vhid {
 
 #[cfg(test)]
 mod tests {
-    use super::worth_logging;
+    use super::{SendHealth, wire_advskew, worth_logging};
+
+    #[test]
+    fn three_failed_sends_demote_and_three_good_ones_undo_it() {
+        let mut health = SendHealth::default();
+        assert_eq!(health.record(false), None);
+        assert_eq!(health.record(false), None);
+        assert_eq!(health.record(true), None, "a success resets the streak");
+        assert_eq!(health.record(false), None);
+        assert_eq!(health.record(false), None);
+        assert_eq!(health.record(false), Some(true));
+        assert_eq!(health.record(false), None, "demoted once");
+        assert_eq!(health.record(true), None);
+        assert_eq!(health.record(true), None);
+        assert_eq!(health.record(true), Some(false));
+        assert_eq!(health.record(true), None);
+    }
+
+    #[test]
+    fn freebsd_compat_folds_demote_into_advskew() {
+        assert_eq!(wire_advskew(100, 20, false), 100);
+        assert_eq!(wire_advskew(100, 0, true), 100);
+        assert_eq!(wire_advskew(100, 20, true), 120);
+        assert_eq!(wire_advskew(100, 200, true), 240);
+        assert_eq!(
+            wire_advskew(250, 1, true),
+            250,
+            "never below the configured advskew"
+        );
+    }
 
     #[test]
     fn log_lines_thin_out_as_a_flood_grows() {

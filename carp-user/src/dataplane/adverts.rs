@@ -5,10 +5,8 @@ use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
 use aya::maps::{MapData, RingBuf};
 use carp_common::{AdvertEvent, CARP_HEADER_LEN, FAMILY_INET, FAMILY_INET6};
-use tokio::io::Interest;
-use tokio::io::unix::AsyncFd;
-use tracing::warn;
 
+use super::ring::{RingReader, plain};
 use crate::clock::{self, Mono};
 
 /// One accepted advertisement, as the agent uses it.
@@ -28,12 +26,8 @@ impl ReceivedAdvert {
     /// Decodes a ring-buffer record; `None` for a record that is not an
     /// `AdvertEvent` the program could have written.
     pub fn from_record(record: &[u8]) -> Option<Self> {
-        if record.len() != size_of::<AdvertEvent>() {
-            return None;
-        }
-        // SAFETY: the length matches and AdvertEvent is plain data (integers
-        // and byte arrays), valid for any bytes; read_unaligned needs no alignment.
-        let event: AdvertEvent = unsafe { record.as_ptr().cast::<AdvertEvent>().read_unaligned() };
+        // SAFETY: AdvertEvent is plain data (integers and byte arrays).
+        let event: AdvertEvent = unsafe { plain(record)? };
         let source = match event.family {
             FAMILY_INET => IpAddr::V4(Ipv4Addr::new(
                 event.source[0],
@@ -55,33 +49,19 @@ impl ReceivedAdvert {
 }
 
 pub struct AdvertReceiver {
-    ring: AsyncFd<RingBuf<MapData>>,
+    ring: RingReader,
 }
 
 impl AdvertReceiver {
     pub(super) fn new(ring: RingBuf<MapData>) -> io::Result<Self> {
-        // SAFETY: the ring buffer owns its map fd and moves into the AsyncFd,
-        // so the fd stays open for as long as it is registered.
-        let ring = unsafe { AsyncFd::register_with_interest(ring, Interest::READABLE) }?;
-        Ok(Self { ring })
+        Ok(Self {
+            ring: RingReader::new(ring, "advertisement")?,
+        })
     }
 
-    /// The next advertisement. Cancel-safe: a record is consumed only in the
-    /// same poll that returns it.
+    /// The next advertisement. Cancel-safe.
     pub async fn recv(&mut self) -> io::Result<ReceivedAdvert> {
-        loop {
-            let mut guard = self.ring.readable_mut().await?;
-            while let Some(record) = guard.get_inner_mut().next() {
-                if let Some(advert) = ReceivedAdvert::from_record(&record) {
-                    return Ok(advert);
-                }
-                warn!(
-                    "ignoring a {}-byte record from the XDP ring buffer",
-                    record.len()
-                );
-            }
-            guard.clear_ready();
-        }
+        self.ring.next(ReceivedAdvert::from_record).await
     }
 }
 

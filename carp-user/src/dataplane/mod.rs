@@ -10,22 +10,34 @@
 //! program could keep doing for us.
 
 mod adverts;
+mod claims;
+mod ring;
 
 use aya::maps::{HashMap, MapData, PerCpuHashMap, RingBuf};
 use aya::programs::{TestRun, TestRunOptions, Xdp, XdpMode};
 use aya::{Ebpf, include_bytes_aligned};
-use carp_common::{CounterKey, Verdict, VhidConfig, VhidKey};
+use std::net::IpAddr;
+use std::time::Duration;
+
+use aya::maps::Array;
+use carp_common::{AgentHeartbeat, CounterKey, Verdict, VhidKey, VhidState, VipKey, VipOwner};
+
+use crate::clock::Mono;
 use tracing::{info, warn};
 
 pub use adverts::{AdvertReceiver, ReceivedAdvert};
+pub use claims::{ClaimReceiver, VipConflict, vip_address};
 
 /// The program object built by build.rs (empty when bpf-linker was missing).
 static PROGRAM_OBJECT: &[u8] = include_bytes_aligned!(concat!(env!("OUT_DIR"), "/carp"));
 
 const PROGRAM: &str = "carp";
 const VHIDS_MAP: &str = "CARP_VHIDS";
+const VIPS_MAP: &str = "CARP_VIPS";
+const AGENT_MAP: &str = "CARP_AGENT";
 const COUNTERS_MAP: &str = "CARP_COUNTERS";
 const ADVERTS_MAP: &str = "CARP_ADVERTS";
+const CLAIMS_MAP: &str = "CARP_CLAIMS";
 
 #[derive(Debug, thiserror::Error)]
 pub enum DataplaneError {
@@ -132,6 +144,19 @@ impl Dataplane {
         AdvertReceiver::new(ring).map_err(DataplaneError::Ring)
     }
 
+    /// The receiving end of the VIP-claim ring buffer; succeeds once.
+    pub fn take_claims(&mut self) -> Result<ClaimReceiver, DataplaneError> {
+        let map = self
+            .ebpf
+            .take_map(CLAIMS_MAP)
+            .ok_or(DataplaneError::Missing("claim ring buffer"))?;
+        let ring = RingBuf::try_from(map).map_err(|source| DataplaneError::Map {
+            what: CLAIMS_MAP.into(),
+            source,
+        })?;
+        ClaimReceiver::new(ring).map_err(DataplaneError::Ring)
+    }
+
     /// Attaches the program to `carpdev` in driver mode, or in generic (skb)
     /// mode where the driver has no XDP support.
     pub fn attach(&mut self, carpdev: &str, ifindex: u32) -> Result<(), DataplaneError> {
@@ -157,20 +182,73 @@ impl Dataplane {
         Ok(())
     }
 
-    /// Tells the program that `vhid` is configured on `ifindex`.
+    /// Tells the program that `vhid` is configured on `ifindex`, not owned.
     pub fn add_vhid(&mut self, ifindex: u32, vhid: u8) -> Result<(), DataplaneError> {
+        self.set_role(ifindex, vhid, false)
+    }
+
+    /// This node's role for a vhid: one map update, so the datapath sees
+    /// every VIP and the virtual MAC change hands at the same instant.
+    pub fn set_role(&mut self, ifindex: u32, vhid: u8, master: bool) -> Result<(), DataplaneError> {
         let map_error = |source| DataplaneError::Map {
-            what: format!("{VHIDS_MAP}: adding vhid {vhid} on ifindex {ifindex}"),
+            what: format!("{VHIDS_MAP}: vhid {vhid} on ifindex {ifindex}"),
             source,
         };
-        let mut vhids: HashMap<&mut MapData, VhidKey, VhidConfig> = HashMap::try_from(
+        let mut vhids: HashMap<&mut MapData, VhidKey, VhidState> = HashMap::try_from(
             self.ebpf
                 .map_mut(VHIDS_MAP)
                 .ok_or(DataplaneError::Missing("vhid map"))?,
         )
         .map_err(map_error)?;
         vhids
-            .insert(VhidKey::new(ifindex, vhid), VhidConfig::default(), 0)
+            .insert(VhidKey::new(ifindex, vhid), VhidState::new(master), 0)
+            .map_err(map_error)
+    }
+
+    /// Tells the program that `address` on `ifindex` belongs to `vhid`.
+    pub fn add_vip(
+        &mut self,
+        ifindex: u32,
+        vhid: u8,
+        address: IpAddr,
+    ) -> Result<(), DataplaneError> {
+        let map_error = |source| DataplaneError::Map {
+            what: format!("{VIPS_MAP}: {address} of vhid {vhid}"),
+            source,
+        };
+        let mut vips: HashMap<&mut MapData, VipKey, VipOwner> = HashMap::try_from(
+            self.ebpf
+                .map_mut(VIPS_MAP)
+                .ok_or(DataplaneError::Missing("VIP map"))?,
+        )
+        .map_err(map_error)?;
+        vips.insert(vip_key(ifindex, address), VipOwner { vhid, pad: [0; 3] }, 0)
+            .map_err(map_error)
+    }
+
+    /// The agent is alive at `now`; the program treats nothing as owned
+    /// once a beat is older than `bound`.
+    pub fn beat(&mut self, now: Mono, bound: Duration) -> Result<(), DataplaneError> {
+        let map_error = |source| DataplaneError::Map {
+            what: AGENT_MAP.into(),
+            source,
+        };
+        let mut agent: Array<&mut MapData, AgentHeartbeat> = Array::try_from(
+            self.ebpf
+                .map_mut(AGENT_MAP)
+                .ok_or(DataplaneError::Missing("heartbeat map"))?,
+        )
+        .map_err(map_error)?;
+        let nanos = |d: Duration| u64::try_from(d.as_nanos()).unwrap_or(u64::MAX);
+        agent
+            .set(
+                0,
+                AgentHeartbeat {
+                    beat_ns: nanos(now),
+                    bound_ns: nanos(bound),
+                },
+                0,
+            )
             .map_err(map_error)
     }
 
@@ -222,5 +300,13 @@ impl Dataplane {
             });
         }
         Ok(rows)
+    }
+}
+
+/// The `CARP_VIPS` key of an address on a carpdev.
+pub fn vip_key(ifindex: u32, address: IpAddr) -> VipKey {
+    match address {
+        IpAddr::V4(v4) => VipKey::v4(ifindex, v4.octets()),
+        IpAddr::V6(v6) => VipKey::v6(ifindex, v6.octets()),
     }
 }

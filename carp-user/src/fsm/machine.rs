@@ -271,11 +271,23 @@ impl Machine {
         Output::default()
     }
 
-    /// An administrator sets the state (`carpctl set ... state`).
+    /// An administrator sets the state (`carpctl set ... state`). A MASTER
+    /// forced to BACKUP bows out, as on shutdown: silent, it would leave the
+    /// VIPs without an owner until a master-down timer ran out, and its own
+    /// (restarted now, and shorter when it has the better interval) would
+    /// run out first, so the peer would never take over at all. OpenBSD's
+    /// ioctl sends nothing here; this removes that window.
     pub fn force(&mut self, now: Mono, to: State, our_demote: u8) -> Output {
         match (self.state, to) {
             (State::Master, State::Master) | (State::Init, State::Init) => Output::default(),
             (_, State::Master) => self.become_master(now, our_demote, "admin"),
+            (State::Master, State::Backup) => Output {
+                send_advert: Some(AdvertToSend {
+                    interval: Interval::BOW_OUT,
+                    demote: our_demote,
+                }),
+                ..self.become_backup(now, "admin")
+            },
             (_, State::Backup) => self.become_backup(now, "admin"),
             (_, State::Init) => self.stop_with("admin"),
         }

@@ -13,6 +13,9 @@ pub const ETHERTYPE_IPV4: u16 = 0x0800;
 pub const ETHERTYPE_ARP: u16 = 0x0806;
 pub const ETHERTYPE_IPV6: u16 = 0x86dd;
 pub const BROADCAST_MAC: [u8; 6] = [0xff; 6];
+/// The Ethernet addresses of 224.0.0.18 and `ff02::12`.
+pub const CARP_GROUP_V4_MAC: [u8; 6] = [0x01, 0x00, 0x5e, 0x00, 0x00, 0x12];
+pub const CARP_GROUP_V6_MAC: [u8; 6] = [0x33, 0x33, 0, 0, 0, 0x12];
 /// The Ethernet address of `ff02::1` (all nodes).
 pub const ALL_NODES_MAC: [u8; 6] = [0x33, 0x33, 0, 0, 0, 1];
 const ALL_NODES: Ipv6Addr = Ipv6Addr::new(0xff02, 0, 0, 0, 0, 0, 0, 1);
@@ -45,6 +48,38 @@ pub fn advert_v4(
     packet[10..12].copy_from_slice(&sum.to_be_bytes());
     packet[IPV4_HEADER_LEN..].copy_from_slice(carp);
     packet
+}
+
+const IPV6_HEADER_LEN: usize = 40;
+/// An IPv6 CARP advertisement: header plus CARP header.
+pub const ADVERT_V6_LEN: usize = IPV6_HEADER_LEN + CARP_HEADER_LEN;
+
+/// The IPv6 packet of an advertisement: hop limit 255, next header 112
+/// (the CARP checksum covers the CARP header alone, so no pseudo-header).
+pub fn advert_v6(
+    source: Ipv6Addr,
+    destination: Ipv6Addr,
+    carp: &[u8; CARP_HEADER_LEN],
+) -> [u8; ADVERT_V6_LEN] {
+    let mut packet = [0u8; ADVERT_V6_LEN];
+    packet[0] = 0x60;
+    packet[4..6].copy_from_slice(&u16::try_from(CARP_HEADER_LEN).unwrap_or(36).to_be_bytes());
+    packet[6] = IPPROTO_CARP;
+    packet[7] = CARP_TTL;
+    packet[8..24].copy_from_slice(&source.octets());
+    packet[24..40].copy_from_slice(&destination.octets());
+    packet[IPV6_HEADER_LEN..].copy_from_slice(carp);
+    packet
+}
+
+/// An Ethernet frame around `payload`.
+pub fn ethernet(destination: [u8; 6], source: [u8; 6], ethertype: u16, payload: &[u8]) -> Vec<u8> {
+    let mut frame = Vec::with_capacity(14 + payload.len());
+    frame.extend_from_slice(&destination);
+    frame.extend_from_slice(&source);
+    frame.extend_from_slice(&ethertype.to_be_bytes());
+    frame.extend_from_slice(payload);
+    frame
 }
 
 /// Length of a gratuitous ARP frame (without FCS and padding).
@@ -123,6 +158,24 @@ mod tests {
     use super::*;
     use crate::net::virtual_mac;
     use crate::wire::internet_checksum;
+
+    #[test]
+    fn advert_v6_and_its_frame() {
+        let carp = [0xcdu8; CARP_HEADER_LEN];
+        let source = Ipv6Addr::new(0xfe80, 0, 0, 0, 0, 0, 0, 2);
+        let packet = advert_v6(source, CARP_GROUP_V6, &carp);
+        assert_eq!(packet[0] >> 4, 6);
+        assert_eq!(u16::from_be_bytes([packet[4], packet[5]]), 36);
+        assert_eq!((packet[6], packet[7]), (112, 255));
+        assert_eq!(&packet[8..24], &source.octets());
+        assert_eq!(&packet[24..40], &CARP_GROUP_V6.octets());
+        assert_eq!(&packet[40..], &carp);
+        let frame = ethernet(CARP_GROUP_V6_MAC, virtual_mac(3), ETHERTYPE_IPV6, &packet);
+        assert_eq!(&frame[0..6], &[0x33, 0x33, 0, 0, 0, 0x12]);
+        assert_eq!(&frame[6..12], &virtual_mac(3));
+        assert_eq!(&frame[12..14], &[0x86, 0xdd]);
+        assert_eq!(&frame[14..], &packet);
+    }
 
     #[test]
     fn advert_v4_header_fields_are_openbsds() {

@@ -1,7 +1,7 @@
 //! Links and addresses over rtnetlink: the carpdevs we attach to and the carp
 //! interfaces (one macvlan per vhid, like OpenBSD's carpN) that carry the VIPs.
 
-use std::net::{IpAddr, Ipv4Addr};
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
 use futures::TryStreamExt;
 use ipnet::IpNet;
@@ -37,6 +37,14 @@ pub struct Link {
     pub parent: Option<u32>,
     pub is_macvlan: bool,
     pub up: bool,
+    /// Administratively up with a carrier (`IFF_UP` and `IFF_LOWER_UP`).
+    pub carrier: bool,
+}
+
+/// Up and with a carrier: frames can pass.
+pub fn has_carrier(message: &LinkMessage) -> bool {
+    message.header.flags.contains(LinkFlags::Up)
+        && message.header.flags.contains(LinkFlags::LowerUp)
 }
 
 impl Link {
@@ -47,6 +55,7 @@ impl Link {
             parent: None,
             is_macvlan: false,
             up: message.header.flags.contains(LinkFlags::Up),
+            carrier: has_carrier(message),
         };
         for attribute in &message.attributes {
             match attribute {
@@ -119,6 +128,26 @@ impl Links {
             for attribute in &message.attributes {
                 if let AddressAttribute::Local(IpAddr::V4(address))
                 | AddressAttribute::Address(IpAddr::V4(address)) = attribute
+                {
+                    return Ok(Some(*address));
+                }
+            }
+        }
+        Ok(None)
+    }
+
+    /// The interface's link-local IPv6 address, the source of its IPv6 adverts.
+    pub async fn link_local_ipv6(&self, index: u32) -> Result<Option<Ipv6Addr>, LinkError> {
+        let mut addresses = self
+            .handle
+            .address()
+            .get()
+            .set_link_index_filter(index)
+            .execute();
+        while let Some(message) = addresses.try_next().await? {
+            for attribute in &message.attributes {
+                if let AddressAttribute::Address(IpAddr::V6(address)) = attribute
+                    && address.is_unicast_link_local()
                 {
                     return Ok(Some(*address));
                 }

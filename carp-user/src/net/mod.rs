@@ -5,6 +5,7 @@
 pub mod advert_socket;
 pub mod frames;
 pub mod link;
+pub mod link_monitor;
 pub mod packet_socket;
 pub mod sysctl;
 

@@ -19,18 +19,13 @@ use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddrV4, SocketAddrV6};
 use std::process::ExitCode;
 
 use anyhow::{Context as _, bail};
+use carp::net::frames::{self, ADVERT_V4_LEN, CARP_GROUP_V4, CARP_GROUP_V6};
 use carp::wire::{Advertisement, Authenticator, Key, internet_checksum};
 use carp_common::{CARP_HEADER_LEN, CARP_TTL, CARP_TYPE_ADVERTISEMENT, CARP_VERSION, IPPROTO_CARP};
 use clap::Parser;
 use socket2::{Domain, Protocol, SockAddr, Socket, Type};
 
-const CARP_GROUP_V4: Ipv4Addr = Ipv4Addr::new(224, 0, 0, 18);
-const CARP_GROUP_V6: Ipv6Addr = Ipv6Addr::new(0xff02, 0, 0, 0, 0, 0, 0, 0x12);
 const IPV4_HEADER_LEN: usize = 20;
-const ADVERT_V4_LEN: usize = IPV4_HEADER_LEN + CARP_HEADER_LEN;
-/// What OpenBSD sets: TOS low-delay and don't-fragment.
-const IPTOS_LOWDELAY: u8 = 0x10;
-const IP_DF: u16 = 0x4000;
 
 /// Send CARP advertisements (for tests). A later option overrides an earlier
 /// one, so a defect can be appended to a base command line.
@@ -117,7 +112,7 @@ fn carp_header(args: &Args) -> anyhow::Result<[u8; CARP_HEADER_LEN]> {
     Ok(header)
 }
 
-/// An IPv4 packet around `carp`, as OpenBSD builds it but with our `ttl`.
+/// An IPv4 packet around `carp`, as carpd builds it but with our `ttl`.
 /// A zero `source` is filled in by the kernel (`IP_HDRINCL` does that).
 fn ipv4_packet(
     source: Ipv4Addr,
@@ -126,23 +121,11 @@ fn ipv4_packet(
     id: u16,
     carp: &[u8; CARP_HEADER_LEN],
 ) -> [u8; ADVERT_V4_LEN] {
-    let mut packet = [0u8; ADVERT_V4_LEN];
-    packet[0] = 0x45;
-    packet[1] = IPTOS_LOWDELAY;
-    packet[2..4].copy_from_slice(
-        &u16::try_from(ADVERT_V4_LEN)
-            .unwrap_or(u16::MAX)
-            .to_be_bytes(),
-    );
-    packet[4..6].copy_from_slice(&id.to_be_bytes());
-    packet[6..8].copy_from_slice(&IP_DF.to_be_bytes());
+    let mut packet = frames::advert_v4(source, destination, id, carp);
     packet[8] = ttl;
-    packet[9] = IPPROTO_CARP;
-    packet[12..16].copy_from_slice(&source.octets());
-    packet[16..20].copy_from_slice(&destination.octets());
+    packet[10..12].fill(0);
     let sum = internet_checksum(&packet[..IPV4_HEADER_LEN]);
     packet[10..12].copy_from_slice(&sum.to_be_bytes());
-    packet[IPV4_HEADER_LEN..].copy_from_slice(carp);
     packet
 }
 

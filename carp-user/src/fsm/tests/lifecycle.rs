@@ -130,6 +130,17 @@ fn force_sets_any_state() {
                 (State::Backup, State::Backup) => {
                     (Output::default(), Some(now + ref_master_down(ours)))
                 }
+                // A MASTER steps down with the bow-out, so the peer takes over at once.
+                (State::Master, State::Backup) => (
+                    Output {
+                        send_advert: Some(AdvertToSend {
+                            interval: Interval::BOW_OUT,
+                            demote: 5,
+                        }),
+                        ..change(from, to, "admin")
+                    },
+                    Some(now + ref_master_down(ours)),
+                ),
                 (_, State::Backup) => {
                     (change(from, to, "admin"), Some(now + ref_master_down(ours)))
                 }

@@ -1,0 +1,186 @@
+//! Ownership: frames for a virtual MAC, packets for a VIP, and ARP requests
+//! or neighbour solicitations for a VIP pass only while this node owns the
+//! vhid (MASTER, agent alive). ARP replies, gratuitous ARPs and neighbour
+//! advertisements for a VIP are recorded, and reported to the agent when
+//! the claiming MAC is not the vhid's virtual MAC while we own it.
+
+use aya_ebpf::{bindings::xdp_action, helpers::bpf_ktime_get_ns, programs::XdpContext};
+use carp_common::{ClaimEvent, Verdict, VhidState, VipClaim, VipKey};
+use carp_ebpf::{owned, virtual_mac, virtual_mac_vhid};
+
+use super::{
+    CARP_AGENT, CARP_CLAIMED, CARP_CLAIMS, CARP_VIPS, ETH_HEADER_LEN, counted, drop_counted, read,
+    vhid_state,
+};
+
+const IPV4_HEADER_LEN: usize = 20;
+const IPV6_HEADER_LEN: usize = 40;
+const ARP_LEN: usize = 28;
+const ARP_REQUEST: u16 = 1;
+const IPPROTO_ICMPV6: u8 = 58;
+/// ICMPv6 type, code, checksum, reserved, then the 16-byte target.
+const ND_LEN: usize = 24;
+const ND_SOLICITATION: u8 = 135;
+const ND_ADVERTISEMENT: u8 = 136;
+
+/// Frames addressed to a configured vhid's virtual MAC: the vhid decides,
+/// whatever they carry. None when the destination is no such MAC.
+#[inline(always)]
+pub fn for_virtual_mac(ifindex: u32, ethernet: &[u8; ETH_HEADER_LEN]) -> Option<u32> {
+    let destination = [
+        ethernet[0],
+        ethernet[1],
+        ethernet[2],
+        ethernet[3],
+        ethernet[4],
+        ethernet[5],
+    ];
+    let vhid = virtual_mac_vhid(&destination)?;
+    let state = vhid_state(ifindex, vhid)?;
+    Some(decide(ifindex, vhid, state))
+}
+
+/// IPv4 packets for a VIP.
+#[inline(always)]
+pub fn ipv4(ctx: &XdpContext, ifindex: u32) -> u32 {
+    let Some(ip) = read::<[u8; IPV4_HEADER_LEN]>(ctx, ETH_HEADER_LEN) else {
+        return xdp_action::XDP_PASS;
+    };
+    let destination = VipKey::v4(ifindex, [ip[16], ip[17], ip[18], ip[19]]);
+    match vip(ifindex, &destination) {
+        Some((vhid, state)) => decide(ifindex, vhid, state),
+        None => xdp_action::XDP_PASS,
+    }
+}
+
+/// IPv6 packets for a VIP, and neighbour discovery about one.
+#[inline(always)]
+pub fn ipv6(ctx: &XdpContext, ifindex: u32, ethernet: &[u8; ETH_HEADER_LEN]) -> u32 {
+    let Some(ip) = read::<[u8; IPV6_HEADER_LEN]>(ctx, ETH_HEADER_LEN) else {
+        return xdp_action::XDP_PASS;
+    };
+    let mut destination = [0u8; 16];
+    destination.copy_from_slice(&ip[24..40]);
+    if let Some((vhid, state)) = vip(ifindex, &VipKey::v6(ifindex, destination)) {
+        return decide(ifindex, vhid, state);
+    }
+    // Solicitations go to a solicited-node group, not to the VIP: look at
+    // the target. Extension headers before ICMPv6 are not walked (policy in lib.rs).
+    if ip[6] != IPPROTO_ICMPV6 {
+        return xdp_action::XDP_PASS;
+    }
+    let Some(nd) = read::<[u8; ND_LEN]>(ctx, ETH_HEADER_LEN + IPV6_HEADER_LEN) else {
+        return xdp_action::XDP_PASS;
+    };
+    let mut target = [0u8; 16];
+    target.copy_from_slice(&nd[8..24]);
+    let key = VipKey::v6(ifindex, target);
+    let Some((vhid, state)) = vip(ifindex, &key) else {
+        return xdp_action::XDP_PASS;
+    };
+    match nd[0] {
+        ND_SOLICITATION => decide(ifindex, vhid, state),
+        ND_ADVERTISEMENT => {
+            let source = [
+                ethernet[6],
+                ethernet[7],
+                ethernet[8],
+                ethernet[9],
+                ethernet[10],
+                ethernet[11],
+            ];
+            note_claim(ifindex, vhid, state, &key, source)
+        }
+        _ => xdp_action::XDP_PASS,
+    }
+}
+
+/// ARP about a VIP: requests need ownership, senders claiming it are noted.
+#[inline(always)]
+pub fn arp(ctx: &XdpContext, ifindex: u32) -> u32 {
+    let Some(arp) = read::<[u8; ARP_LEN]>(ctx, ETH_HEADER_LEN) else {
+        return xdp_action::XDP_PASS;
+    };
+    // Ethernet hardware, IPv4 protocol addresses.
+    if arp[0..2] != [0, 1] || arp[2..4] != [0x08, 0x00] || arp[4] != 6 || arp[5] != 4 {
+        return xdp_action::XDP_PASS;
+    }
+    let sender_mac = [arp[8], arp[9], arp[10], arp[11], arp[12], arp[13]];
+    let sender = VipKey::v4(ifindex, [arp[14], arp[15], arp[16], arp[17]]);
+    let target = VipKey::v4(ifindex, [arp[24], arp[25], arp[26], arp[27]]);
+    let request = u16::from_be_bytes([arp[6], arp[7]]) == ARP_REQUEST;
+    // A request for a VIP from someone else: only the owner may answer.
+    if request
+        && sender.address != target.address
+        && let Some((vhid, state)) = vip(ifindex, &target)
+    {
+        return decide(ifindex, vhid, state);
+    }
+    // A reply, or a gratuitous ARP (sender = target), with a VIP as sender.
+    if let Some((vhid, state)) = vip(ifindex, &sender) {
+        return note_claim(ifindex, vhid, state, &sender, sender_mac);
+    }
+    xdp_action::XDP_PASS
+}
+
+/// The vhid a VIP belongs to and this node's role for it.
+#[inline(always)]
+fn vip(ifindex: u32, key: &VipKey) -> Option<(u8, VhidState)> {
+    // SAFETY: a plain-data value copied out at once.
+    let owner = unsafe { *CARP_VIPS.get_ptr(key)? };
+    Some((owner.vhid, vhid_state(ifindex, owner.vhid)?))
+}
+
+/// Pass and count while we own the vhid; drop and count why not otherwise.
+#[inline(always)]
+fn decide(ifindex: u32, vhid: u8, state: VhidState) -> u32 {
+    match owned(state, heartbeat(), now()) {
+        Ok(()) => counted(ifindex, vhid, Verdict::Owned, xdp_action::XDP_PASS),
+        Err(verdict) => drop_counted(ifindex, vhid, verdict),
+    }
+}
+
+/// Records who claimed a VIP; a claim by another MAC than the virtual one
+/// while we own the vhid is a conflict the agent must hear of at once.
+/// The frame itself passes: the kernel keeps its neighbour cache.
+#[inline(always)]
+fn note_claim(ifindex: u32, vhid: u8, state: VhidState, key: &VipKey, mac: [u8; 6]) -> u32 {
+    let seen_ns = now();
+    // Fails only when the map is full; the status then lacks this VIP.
+    let _ = CARP_CLAIMED.insert(
+        key,
+        &VipClaim {
+            seen_ns,
+            mac,
+            pad: [0; 2],
+        },
+        0,
+    );
+    if mac == virtual_mac(vhid) || owned(state, heartbeat(), seen_ns).is_err() {
+        return xdp_action::XDP_PASS;
+    }
+    if let Some(mut entry) = CARP_CLAIMS.reserve::<ClaimEvent>(0) {
+        entry.write(ClaimEvent {
+            timestamp_ns: seen_ns,
+            vip: *key,
+            mac,
+            vhid,
+            pad: 0,
+        });
+        entry.submit(0);
+        counted(ifindex, vhid, Verdict::Claim, xdp_action::XDP_PASS)
+    } else {
+        counted(ifindex, vhid, Verdict::RingFull, xdp_action::XDP_PASS)
+    }
+}
+
+#[inline(always)]
+fn heartbeat() -> carp_common::AgentHeartbeat {
+    CARP_AGENT.get(0).copied().unwrap_or_default()
+}
+
+#[inline(always)]
+fn now() -> u64 {
+    // SAFETY: a helper without arguments or side effects.
+    unsafe { bpf_ktime_get_ns() }
+}

@@ -1,0 +1,166 @@
+//! What the XDP tests share: the program loaded through `Dataplane`, its
+//! ring buffers, crafted frames, and an `expect` that checks a verdict's
+//! action and exactly which counter moved. Needs root (BPF).
+#![allow(dead_code, reason = "each test binary uses a part")]
+
+use std::net::{Ipv4Addr, Ipv6Addr};
+use std::time::Duration;
+
+use carp::dataplane::{AdvertReceiver, ClaimReceiver, Dataplane, ReceivedAdvert, XdpCounter};
+use carp::net::frames::{self, CARP_GROUP_V4, CARP_GROUP_V6};
+use carp::wire::Advertisement;
+use carp_common::{CARP_HEADER_LEN, Verdict};
+
+pub const XDP_DROP: u32 = 1;
+pub const XDP_PASS: u32 = 2;
+/// `BPF_PROG_TEST_RUN` presents frames as arriving on the loopback device.
+pub const LOOPBACK: u32 = 1;
+pub const VHID: u8 = 7;
+pub const SOURCE_V4: Ipv4Addr = Ipv4Addr::new(192, 0, 2, 2);
+pub const SOURCE_V6: Ipv6Addr = Ipv6Addr::new(0xfe80, 0, 0, 0, 0, 0, 0, 2);
+/// The record is in the ring before `test_run` returns; this only bounds a bug.
+pub const RECEIVE_TIMEOUT: Duration = Duration::from_secs(2);
+
+pub fn header(vhid: u8) -> [u8; CARP_HEADER_LEN] {
+    Advertisement {
+        vhid,
+        advskew: 100,
+        demote: 0,
+        advbase: 1,
+        counter: 0x0102_0304_0506_0708,
+        digest: [0xab; 20],
+    }
+    .encode()
+}
+
+pub fn ethernet(ethertype: u16, payload: &[u8]) -> Vec<u8> {
+    let mut frame = vec![0x01, 0x00, 0x5e, 0x00, 0x00, 0x12];
+    frame.extend_from_slice(&[0x00, 0x00, 0x5e, 0x00, 0x01, VHID]);
+    frame.extend_from_slice(&ethertype.to_be_bytes());
+    frame.extend_from_slice(payload);
+    frame
+}
+
+pub fn ipv4_advert(carp: &[u8; CARP_HEADER_LEN]) -> Vec<u8> {
+    ethernet(
+        frames::ETHERTYPE_IPV4,
+        &frames::advert_v4(SOURCE_V4, CARP_GROUP_V4, 1, carp),
+    )
+}
+
+/// An IPv4 advertisement changed by `edit` (IP header bytes from 14).
+pub fn ipv4_advert_with(edit: impl FnOnce(&mut Vec<u8>)) -> Vec<u8> {
+    let mut frame = ipv4_advert(&header(VHID));
+    edit(&mut frame);
+    frame
+}
+
+pub fn ipv6_advert(hop_limit: u8, carp: &[u8; CARP_HEADER_LEN]) -> Vec<u8> {
+    let mut ip = vec![0x60, 0, 0, 0];
+    ip.extend_from_slice(&u16::try_from(CARP_HEADER_LEN).unwrap_or(36).to_be_bytes());
+    ip.push(carp_common::IPPROTO_CARP);
+    ip.push(hop_limit);
+    ip.extend_from_slice(&SOURCE_V6.octets());
+    ip.extend_from_slice(&CARP_GROUP_V6.octets());
+    ip.extend_from_slice(carp);
+    ethernet(frames::ETHERTYPE_IPV6, &ip)
+}
+
+pub struct Harness {
+    pub dataplane: Dataplane,
+    pub adverts: AdvertReceiver,
+    pub claims: ClaimReceiver,
+    pub runtime: tokio::runtime::Runtime,
+}
+
+impl Harness {
+    pub fn new() -> Self {
+        let mut dataplane = Dataplane::load().unwrap_or_else(|error| {
+            panic!(
+                "loading the XDP program failed: {error}\n(these tests need root and BPF: run them with `cargo xtask test`)"
+            )
+        });
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .expect("a tokio runtime");
+        let (adverts, claims) = {
+            let _entered = runtime.enter();
+            (
+                dataplane
+                    .take_adverts()
+                    .expect("the advert ring buffer opens"),
+                dataplane
+                    .take_claims()
+                    .expect("the claim ring buffer opens"),
+            )
+        };
+        dataplane
+            .add_vhid(LOOPBACK, VHID)
+            .expect("the vhid map takes a vhid");
+        Self {
+            dataplane,
+            adverts,
+            claims,
+            runtime,
+        }
+    }
+
+    pub fn counter(&self, vhid: u8, verdict: Verdict) -> u64 {
+        self.dataplane
+            .counters()
+            .expect("counters read")
+            .iter()
+            .filter(|c: &&XdpCounter| {
+                c.ifindex == LOOPBACK && c.vhid == vhid && c.verdict == verdict
+            })
+            .map(|c| c.packets)
+            .sum()
+    }
+
+    /// Runs `frame` once and checks the action and which counter moved.
+    pub fn expect(&self, what: &str, frame: &[u8], action: u32, counted: Option<(u8, Verdict)>) {
+        let before: Vec<(u8, Verdict, u64)> = every_counter(self);
+        let run = self
+            .dataplane
+            .run_on_frame(frame, 1)
+            .unwrap_or_else(|error| panic!("{what}: test run failed: {error}"));
+        assert_eq!(run.action, action, "{what}: XDP action");
+        let after = every_counter(self);
+        let moved: Vec<(u8, Verdict, u64)> = after
+            .iter()
+            .filter(|row| !before.contains(row))
+            .copied()
+            .collect();
+        match counted {
+            None => assert!(moved.is_empty(), "{what}: counted {moved:?}"),
+            Some((vhid, verdict)) => {
+                let old = before
+                    .iter()
+                    .find(|(v, r, _)| (*v, *r) == (vhid, verdict))
+                    .map_or(0, |row| row.2);
+                assert_eq!(
+                    moved,
+                    [(vhid, verdict, old + 1)],
+                    "{what}: exactly one counter, by one"
+                );
+            }
+        }
+    }
+
+    pub fn receive(&mut self) -> ReceivedAdvert {
+        let adverts = &mut self.adverts;
+        self.runtime
+            .block_on(async { tokio::time::timeout(RECEIVE_TIMEOUT, adverts.recv()).await })
+            .expect("an accepted advertisement reaches the ring buffer")
+            .expect("the ring buffer reads")
+    }
+}
+
+pub fn every_counter(harness: &Harness) -> Vec<(u8, Verdict, u64)> {
+    Verdict::ALL
+        .iter()
+        .flat_map(|verdict| [0, VHID].map(|vhid| (vhid, *verdict, harness.counter(vhid, *verdict))))
+        .filter(|row| row.2 > 0)
+        .collect()
+}
