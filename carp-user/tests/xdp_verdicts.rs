@@ -185,3 +185,18 @@ fn everything_else_passes_untouched() {
         harness.expect(what, &frame, XDP_PASS, None);
     }
 }
+
+#[test]
+fn the_baseline_program_passes_everything() {
+    let mut harness = Harness::new();
+    for frame in [
+        ipv4_advert(&header(VHID)),
+        ethernet(frames::ETHERTYPE_ARP, &[0u8; 28]),
+    ] {
+        let run = harness
+            .dataplane
+            .run_baseline(&frame, 1)
+            .expect("the baseline runs");
+        assert_eq!(run.action, XDP_PASS);
+    }
+}

@@ -65,6 +65,13 @@ pub fn carp(ctx: XdpContext) -> u32 {
     try_carp(&ctx)
 }
 
+/// A program that passes everything and does nothing else: the baseline
+/// `cargo xtask bench xdp` measures `carp` against. carpd never loads it.
+#[xdp]
+pub fn bare_pass(_ctx: XdpContext) -> u32 {
+    xdp_action::XDP_PASS
+}
+
 #[inline(always)]
 fn try_carp(ctx: &XdpContext) -> u32 {
     // The program is attached only to carpdevs, whose index fits 32 bits.

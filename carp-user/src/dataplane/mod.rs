@@ -32,6 +32,8 @@ pub use claims::{ClaimReceiver, VipConflict, vip_address};
 static PROGRAM_OBJECT: &[u8] = include_bytes_aligned!(concat!(env!("OUT_DIR"), "/carp"));
 
 const PROGRAM: &str = "carp";
+/// An XDP_PASS-only program in the same object, for benchmarks.
+const BASELINE: &str = "bare_pass";
 const VHIDS_MAP: &str = "CARP_VHIDS";
 const VIPS_MAP: &str = "CARP_VIPS";
 const AGENT_MAP: &str = "CARP_AGENT";
@@ -256,21 +258,28 @@ impl Dataplane {
     /// (`BPF_PROG_TEST_RUN`), as if it arrived on the loopback interface of
     /// the calling thread's network namespace. For tests and benchmarks.
     pub fn run_on_frame(&self, frame: &[u8], repeat: u32) -> Result<FrameRun, DataplaneError> {
-        let result = self
-            .program()?
-            .test_run(TestRunOptions {
-                data_in: Some(frame),
-                repeat,
-                ..TestRunOptions::default()
-            })
+        run(self.program()?, frame, repeat)
+    }
+
+    /// Runs the object's XDP_PASS-only program over `frame` the same way:
+    /// the baseline for benchmarks, loaded on first use.
+    pub fn run_baseline(&mut self, frame: &[u8], repeat: u32) -> Result<FrameRun, DataplaneError> {
+        let program: &mut Xdp = self
+            .ebpf
+            .program_mut(BASELINE)
+            .ok_or(DataplaneError::Missing("XDP program `bare_pass`"))?
+            .try_into()
             .map_err(|source| DataplaneError::Program {
-                what: "BPF_PROG_TEST_RUN".into(),
+                what: "the `bare_pass` program".into(),
                 source,
             })?;
-        Ok(FrameRun {
-            action: result.return_value,
-            per_run: result.duration,
-        })
+        if program.fd().is_err() {
+            program.load().map_err(|source| DataplaneError::Program {
+                what: "verifying the `bare_pass` program".into(),
+                source,
+            })?;
+        }
+        run(program, frame, repeat)
     }
 
     /// Every counter row, summed over CPUs. Rows with an unknown verdict byte
@@ -309,4 +318,22 @@ pub fn vip_key(ifindex: u32, address: IpAddr) -> VipKey {
         IpAddr::V4(v4) => VipKey::v4(ifindex, v4.octets()),
         IpAddr::V6(v6) => VipKey::v6(ifindex, v6.octets()),
     }
+}
+
+/// One `BPF_PROG_TEST_RUN` of `program` over `frame`, `repeat` times.
+fn run(program: &Xdp, frame: &[u8], repeat: u32) -> Result<FrameRun, DataplaneError> {
+    let result = program
+        .test_run(TestRunOptions {
+            data_in: Some(frame),
+            repeat,
+            ..TestRunOptions::default()
+        })
+        .map_err(|source| DataplaneError::Program {
+            what: "BPF_PROG_TEST_RUN".into(),
+            source,
+        })?;
+    Ok(FrameRun {
+        action: result.return_value,
+        per_run: result.duration,
+    })
 }
