@@ -118,42 +118,57 @@ impl Links {
 
     /// The first IPv4 address of an interface: the source of our IPv4 adverts.
     pub async fn first_ipv4(&self, index: u32) -> Result<Option<Ipv4Addr>, LinkError> {
-        let mut addresses = self
-            .handle
-            .address()
-            .get()
-            .set_link_index_filter(index)
-            .execute();
-        while let Some(message) = addresses.try_next().await? {
-            for attribute in &message.attributes {
-                if let AddressAttribute::Local(IpAddr::V4(address))
-                | AddressAttribute::Address(IpAddr::V4(address)) = attribute
-                {
-                    return Ok(Some(*address));
-                }
-            }
-        }
-        Ok(None)
+        Ok(self
+            .addresses(index)
+            .await?
+            .into_iter()
+            .find_map(|address| match address {
+                IpAddr::V4(v4) => Some(v4),
+                IpAddr::V6(_) => None,
+            }))
     }
 
     /// The interface's link-local IPv6 address, the source of its IPv6 adverts.
     pub async fn link_local_ipv6(&self, index: u32) -> Result<Option<Ipv6Addr>, LinkError> {
-        let mut addresses = self
+        Ok(self
+            .addresses(index)
+            .await?
+            .into_iter()
+            .find_map(|address| match address {
+                IpAddr::V6(v6) if v6.is_unicast_link_local() => Some(v6),
+                _ => None,
+            }))
+    }
+
+    /// Every address of an interface, in the kernel's order.
+    async fn addresses(&self, index: u32) -> Result<Vec<IpAddr>, LinkError> {
+        let mut messages = self
             .handle
             .address()
             .get()
             .set_link_index_filter(index)
             .execute();
-        while let Some(message) = addresses.try_next().await? {
-            for attribute in &message.attributes {
-                if let AddressAttribute::Address(IpAddr::V6(address)) = attribute
-                    && address.is_unicast_link_local()
-                {
-                    return Ok(Some(*address));
-                }
-            }
+        let mut addresses = Vec::new();
+        while let Some(message) = messages.try_next().await? {
+            // IFA_LOCAL is the interface's own address on point-to-point
+            // links; IFA_ADDRESS the peer's there, and ours everywhere else.
+            let local = message
+                .attributes
+                .iter()
+                .find_map(|attribute| match attribute {
+                    AddressAttribute::Local(address) => Some(*address),
+                    _ => None,
+                });
+            let address = message
+                .attributes
+                .iter()
+                .find_map(|attribute| match attribute {
+                    AddressAttribute::Address(address) => Some(*address),
+                    _ => None,
+                });
+            addresses.extend(local.or(address));
         }
-        Ok(None)
+        Ok(addresses)
     }
 
     /// Creates the carp interface `name` on `carpdev` with the virtual MAC,
