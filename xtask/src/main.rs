@@ -1,5 +1,6 @@
 //! `cargo xtask <task>`: the project's developer tasks.
 
+mod bench;
 mod ci;
 mod lab;
 mod release;
@@ -48,6 +49,12 @@ enum Task {
         #[arg(long)]
         check: bool,
     },
+    /// Benchmarks, as root: `bench failover` times carpd against ucarp and
+    /// keepalived in network namespaces.
+    Bench {
+        #[command(subcommand)]
+        bench: bench::Bench,
+    },
 }
 
 fn main() -> ExitCode {
@@ -58,6 +65,7 @@ fn main() -> ExitCode {
         Task::Run { carpd_args } => run::carpd(&carpd_args),
         Task::Test { cargo_test_args } => ci::run(&cargo_test_args),
         Task::Lab { check } => lab::run(check),
+        Task::Bench { bench } => bench::run(bench),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

@@ -14,8 +14,16 @@ use anyhow::{Context as _, Result, bail};
 
 use crate::tools::{cargo, command, is_root, run as run_command, stdout, succeeds};
 
-/// Debian packages the tests and the lab use.
-pub const PACKAGES: [&str; 5] = ["iproute2", "tcpdump", "ucarp", "nftables", "iputils-ping"];
+/// Debian packages the tests, the lab and the benchmark use.
+pub const PACKAGES: [&str; 6] = [
+    "iproute2",
+    "tcpdump",
+    "ucarp",
+    "nftables",
+    "iputils-ping",
+    // `cargo xtask bench failover` measures carpd against it.
+    "keepalived",
+];
 
 pub fn run() -> Result<()> {
     let started = Instant::now();
