@@ -2,6 +2,7 @@
 
 mod bench;
 mod ci;
+mod interrupt;
 mod lab;
 mod release;
 mod run;

@@ -8,7 +8,6 @@
 //!   `stats`, `table`, `json`: figures -> output (all pure, unit-tested).
 //! - `impls`: the daemons' settings; `daemons`: running them;
 //!   `capture`: the tcpdump; `scenario`: one run from setup to figures;
-//!   `interrupt`: Ctrl-C.
 //!
 //! The steady check that precedes every action fires on one of the master's
 //! advertisements, so with advbase 1 the action follows an advertisement by
@@ -19,7 +18,6 @@ mod capture;
 mod daemons;
 mod events;
 mod impls;
-mod interrupt;
 mod json;
 mod measure;
 mod scenario;
@@ -85,7 +83,7 @@ pub fn run(bench: Bench) -> Result<()> {
     } else {
         release::build()?;
     }
-    let interrupts = interrupt::interrupts()?;
+    let interrupts = crate::interrupt::interrupts()?;
     let mode = if args.fast { Mode::Fast } else { Mode::Normal };
     let tools = Tools::find(mode)?;
     let dir = std::env::temp_dir().join(format!("carp-bench-{}", std::process::id()));

@@ -3,7 +3,6 @@
 //! `--check` is the same lab as a pass/fail test of the main job: one MASTER
 //! per vhid, and the VIPs answer and forward.
 
-mod signals;
 mod view;
 
 use std::fs;
@@ -42,7 +41,7 @@ pub fn run(check_only: bool) -> Result<()> {
     } else {
         release::build()?;
     }
-    let interrupts = signals::interrupts()?;
+    let interrupts = crate::interrupt::interrupts()?;
     if check_only {
         check(&interrupts)
     } else {

@@ -1,10 +1,10 @@
-//! Ctrl-C (and SIGTERM, SIGHUP) for the benchmark: a signal handler turns
-//! each into a message the waits look at, so the run stops at the next
-//! check and every guard drops (daemons killed, namespaces deleted).
+//! Ctrl-C (and SIGTERM, SIGHUP) for the lab and the benchmark: a signal
+//! handler turns each into a message their loops look at, so they stop at
+//! the next check and every guard drops (daemons killed, namespaces deleted).
 //!
-//! A handler, not the lab's blocked mask and sigwait(2): std starts child
-//! processes with the parent's signal mask, so with SIGTERM blocked here
-//! carpd and ucarp would never see the SIGTERM of a planned handover.
+//! A handler, not a blocked mask and sigwait(2): std starts child processes
+//! with the parent's signal mask, so with SIGTERM blocked here carpd (and
+//! ucarp, keepalived) would never see a SIGTERM, and never bow out.
 
 use std::sync::mpsc::{self, Receiver};
 use std::thread;
