@@ -323,10 +323,14 @@ impl Agent {
         }
     }
 
-    /// Carries out what the state machine decided, in OpenBSD's order: take
-    /// or release the addresses, advertise, then announce. This is the one
+    /// Carries out what the state machine decided. Taking over, in OpenBSD's
+    /// order: take the addresses, advertise, announce. Stepping down: stop
+    /// the datapath, advertise (the bow-out lets the peer take over at
+    /// once), and only then take the carp interface down, which costs
+    /// rtnetlink milliseconds the peer should not wait for. This is the one
     /// path every state change of a vhid takes.
     async fn apply(&mut self, index: usize, output: Output) {
+        let mut stepped_down = false;
         if let Some(transition) = &output.transition {
             self.vhids[index].log_transition(transition);
             self.hooks.transition(
@@ -337,8 +341,12 @@ impl Agent {
             );
             let was_master = transition.from == State::Master;
             let is_master = transition.to == State::Master;
-            if is_master != was_master {
-                self.set_owner(index, is_master).await;
+            if is_master && !was_master {
+                self.set_role(index, true);
+                self.set_link(index, true).await;
+            } else if was_master && !is_master {
+                self.set_role(index, false);
+                stepped_down = true;
             }
         }
         if let Some(advert) = output.send_advert {
@@ -348,21 +356,28 @@ impl Agent {
         if output.announce {
             self.vhids[index].announce();
         }
+        if stepped_down {
+            self.set_link(index, false).await;
+        }
     }
 
-    /// Brings the carp interface up (we own the VIPs) or down (we must not
-    /// answer ARP/ND for them nor accept their traffic).
-    async fn set_owner(&mut self, index: usize, owner: bool) {
+    /// The datapath changes hands in one map write: before the gratuitous
+    /// ARP draws traffic to us, and before a new BACKUP could take one more
+    /// packet for an address its peer now owns.
+    fn set_role(&mut self, index: usize, owner: bool) {
         let vhid = &self.vhids[index];
-        // The datapath changes hands first, in one map write: before the
-        // gratuitous ARP draws traffic to us, and before a new BACKUP could
-        // take one more packet for an address its peer now owns.
         if let Err(error) = self
             .dataplane
             .set_role(vhid.carpdev_index, vhid.config.vhid, owner)
         {
             warn!("{}: cannot set the XDP role: {error}", vhid.name());
         }
+    }
+
+    /// Brings the carp interface up (we own the VIPs) or down (we must not
+    /// answer ARP/ND for them nor accept their traffic).
+    async fn set_link(&mut self, index: usize, owner: bool) {
+        let vhid = &self.vhids[index];
         if let Err(error) = self.links.set_up(vhid.carp_index, owner).await {
             warn!(
                 "{}: cannot set the interface {}: {error}",

@@ -94,6 +94,25 @@ fn a_late_poll_schedules_from_now() {
 }
 
 #[test]
+fn a_late_master_keeps_its_cadence_unless_a_whole_interval_late() {
+    let ours = iv(0, 1);
+    let every = ref_interval(ours);
+    let (mut machine, since) = master(config(ours, false), 0);
+    let due = since + every;
+    // Woken 1 ms late (a millisecond timer): the next one stays on the grid.
+    let late = due + Duration::from_millis(1);
+    assert_eq!(machine.poll_timers(late, 0), advert_only(ours, 0, false));
+    assert_eq!(machine.next_deadline(), Some(due + every));
+    // Woken more than an interval late: one advert, then from now.
+    let very_late = due + every * 5;
+    assert_eq!(
+        machine.poll_timers(very_late, 0),
+        advert_only(ours, 0, true)
+    );
+    assert_eq!(machine.next_deadline(), Some(very_late + every));
+}
+
+#[test]
 fn each_accepted_advert_restarts_master_down() {
     let ours = iv(1, 0);
     let mut machine = backup(config(ours, false));
