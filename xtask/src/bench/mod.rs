@@ -23,6 +23,7 @@ mod measure;
 mod scenario;
 mod stats;
 mod table;
+mod xdp;
 
 use std::collections::BTreeMap;
 use std::fs;
@@ -47,6 +48,9 @@ pub enum Bench {
         after_help = "Runs as root. Builds carpd and carpctl first, unless CARPD_BIN and CARPCTL_BIN both name the binaries to use."
     )]
     Failover(FailoverArgs),
+    /// Nanoseconds per packet of the XDP program on each path, next to a
+    /// bare `XDP_PASS` program measured in the same run (as root).
+    Xdp,
 }
 
 #[derive(Args, Debug)]
@@ -72,7 +76,10 @@ pub struct FailoverArgs {
 }
 
 pub fn run(bench: Bench) -> Result<()> {
-    let Bench::Failover(args) = bench;
+    let args = match bench {
+        Bench::Failover(args) => args,
+        Bench::Xdp => return xdp::run(),
+    };
     if !is_root() {
         bail!(
             "the benchmark creates network namespaces and runs the daemons: run it as root (`sudo -E cargo xtask bench failover`)"

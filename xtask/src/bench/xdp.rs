@@ -1,6 +1,6 @@
 //! `cargo xtask bench xdp`: nanoseconds per packet of the carp XDP program
 //! on each path, through `BPF_PROG_TEST_RUN`, next to the object's bare
-//! XDP_PASS program measured in the same run, and their ratio. Rounds
+//! `XDP_PASS` program measured in the same run, and their ratio. Rounds
 //! alternate between the two so a noisy neighbour hits both alike.
 
 use std::net::Ipv4Addr;
@@ -41,12 +41,14 @@ pub fn run() -> Result<()> {
     if !is_root() {
         bail!("cargo xtask bench xdp loads BPF programs: run it as root");
     }
-    let mut dataplane =
-        Dataplane::load().context("loading the XDP program (is carp-user built with bpf-linker?)")?;
+    crate::setup::run()?;
+    let mut dataplane = Dataplane::load().context(
+        "loading the XDP program (if setup just installed bpf-linker, run the benchmark again: this xtask was built without it)",
+    )?;
     dataplane.add_vhid(LOOPBACK, VHID)?;
     dataplane.add_vip(LOOPBACK, VHID, VIP.into())?;
     // A bound far longer than the run: the heartbeat never goes stale here.
-    dataplane.beat(clock::now(), Duration::from_secs(3600))?;
+    dataplane.beat(clock::now(), Duration::from_hours(1))?;
     println!(
         "{:<28} {:>10} {:>10} {:>7}  (median of {ROUNDS} rounds x {REPEAT} runs)",
         "path", "carp ns", "bare ns", "ratio"
