@@ -104,7 +104,6 @@ impl Hooks {
             return;
         };
         let env = vec![
-            ("CARP_EVENT", Event::Transition.name().to_owned()),
             ("CARP_INTERFACE", interface.to_owned()),
             ("CARP_VHID", vhid.to_string()),
             ("CARP_OLD_STATE", old.to_string()),
@@ -121,7 +120,6 @@ impl Hooks {
             return;
         };
         let env = vec![
-            ("CARP_EVENT", Event::Demote.name().to_owned()),
             ("CARP_GROUP", group.to_owned()),
             ("CARP_OLD_DEMOTE", old.to_string()),
             ("CARP_NEW_DEMOTE", new.to_string()),
@@ -137,7 +135,6 @@ impl Hooks {
             return;
         };
         let env = vec![
-            ("CARP_EVENT", Event::Conflict.name().to_owned()),
             ("CARP_INTERFACE", interface.to_owned()),
             ("CARP_VHID", vhid.to_string()),
             ("CARP_VIP", vip.to_string()),
@@ -158,11 +155,12 @@ impl Hooks {
         &self,
         event: Event,
         command: &Arc<str>,
-        env: Vec<(&'static str, String)>,
+        mut env: Vec<(&'static str, String)>,
         what: String,
     ) {
         self.counters.runs.fetch_add(1, Ordering::Relaxed);
         let hook = event.name();
+        env.push(("CARP_EVENT", hook.to_owned()));
         let program = program(command).to_owned();
         let runtime = match tokio::runtime::Handle::try_current() {
             Ok(runtime) => runtime,
