@@ -64,6 +64,7 @@ pub fn document(results: &Results, commit: Option<&str>, unix_time: u64) -> Valu
                 implementation.name().to_owned(),
                 json!({
                     "seconds": results.steady_secs,
+                    "load": results.steady_load,
                     "changes_of_master": steady.transitions,
                     "backup_adverts": steady.backup_adverts,
                     "echo_requests": steady.requests,
@@ -127,6 +128,7 @@ mod tests {
             samples,
             steady,
             steady_secs: 20,
+            steady_load: false,
             planned_method: "SIGTERM".into(),
         };
         let doc = document(&results, Some("abc123"), 1_700_000_000);

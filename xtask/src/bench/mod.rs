@@ -69,6 +69,10 @@ pub struct FailoverArgs {
     /// Length of the steady run of --fast, in seconds.
     #[arg(long, value_name = "S", default_value_t = 60, value_parser = clap::value_parser!(u64).range(1..))]
     steady_secs: u64,
+    /// During the steady run keep both cores busy (a spinning process per
+    /// core) and send 500 echo requests/s to the VIP.
+    #[arg(long)]
+    load: bool,
     /// Keep every run's configs, daemon logs and capture (normally only
     /// those of a failed run are kept).
     #[arg(long)]
@@ -165,8 +169,12 @@ fn measure_all(ctx: &Context, args: &FailoverArgs) -> Result<Results> {
     if ctx.mode == Mode::Fast {
         let duration = Duration::from_secs(args.steady_secs);
         for &implementation in implementations {
-            println!("{implementation:<10} steady run of {}s", args.steady_secs);
-            let report = scenario::steady(ctx, implementation, duration)?;
+            println!(
+                "{implementation:<10} steady run of {}s{}",
+                args.steady_secs,
+                if args.load { " under load" } else { "" }
+            );
+            let report = scenario::steady(ctx, implementation, duration, args.load)?;
             println!(
                 "{implementation:<10} steady: {} change(s) of master, {} backup advert(s), {} of {} echo replies lost{}",
                 report.figures.transitions,
@@ -184,6 +192,7 @@ fn measure_all(ctx: &Context, args: &FailoverArgs) -> Result<Results> {
         samples,
         steady,
         steady_secs: args.steady_secs,
+        steady_load: args.load,
         planned_method: ctx.tools.planned_method(ctx.mode),
     })
 }

@@ -403,10 +403,17 @@ pub fn steady(
     ctx: &Context,
     implementation: Implementation,
     duration: Duration,
+    load: bool,
 ) -> Result<Report<SteadyOutcome>> {
     let tag = format!("{}-steady", implementation.name());
     let mut stage = Stage::start(ctx, implementation, tag.clone())
         .with_context(|| format!("{tag}: setting up"))?;
+    // Killed when dropped, at the end of the run.
+    let _load = if load {
+        load_generators(&stage)?
+    } else {
+        Vec::new()
+    };
     let start = now();
     let end = start + nanos(duration);
     while now() < end {
@@ -424,6 +431,26 @@ pub fn steady(
         figures: outcome,
         capture_drops,
     })
+}
+
+/// Work that keeps both cores busy while the steady run watches for a
+/// spurious failover: one spinning shell per core, and 500 echo requests/s
+/// to the master's own address, through its XDP program (not to the VIP,
+/// whose echoes the measurement counts; modest, so the capture keeps up).
+fn load_generators(stage: &Stage) -> Result<Vec<Process>> {
+    let mut load = Vec::new();
+    for core in 0..2 {
+        let mut spin = std::process::Command::new("sh");
+        spin.args(["-c", "while :; do :; done"]);
+        load.push(Process::spawn(format!("cpu load {core}"), &mut spin)?);
+    }
+    load.push(
+        stage
+            .topology
+            .node(CLIENT)?
+            .spawn(["ping", "-i", "0.002", "-n", "-q", MASTER.address], None)?,
+    );
+    Ok(load)
 }
 
 #[cfg(test)]

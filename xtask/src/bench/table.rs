@@ -18,6 +18,8 @@ pub struct Results {
     /// Fast mode: one steady run per implementation.
     pub steady: BTreeMap<Implementation, SteadyOutcome>,
     pub steady_secs: u64,
+    /// The steady run had both cores busy and extra traffic (`--load`).
+    pub steady_load: bool,
     pub planned_method: String,
 }
 
@@ -323,7 +325,16 @@ pub fn render(results: &Results) -> String {
 type SteadyFigure = fn(&SteadyOutcome) -> u32;
 
 fn render_steady(out: &mut String, results: &Results, label_width: usize, widths: &[usize]) {
-    let _ = writeln!(out, "steady run: {} s, nothing done", results.steady_secs);
+    let _ = writeln!(
+        out,
+        "steady run: {} s, nothing done{}",
+        results.steady_secs,
+        if results.steady_load {
+            " (both cores kept busy, 500 echo requests/s to the master)"
+        } else {
+            ""
+        }
+    );
     let figures: [(&str, SteadyFigure); 3] = [
         ("changes of master", |s| s.transitions),
         ("backup advertisements", |s| s.backup_adverts),
@@ -403,6 +414,7 @@ mod tests {
             samples,
             steady: BTreeMap::new(),
             steady_secs: 0,
+            steady_load: false,
             planned_method: "SIGTERM".into(),
         }
     }
