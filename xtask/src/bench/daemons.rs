@@ -5,7 +5,6 @@ use std::env;
 use std::fs;
 use std::os::unix::fs::PermissionsExt as _;
 use std::path::{Path, PathBuf};
-use std::process::Command;
 use std::time::Duration;
 
 use anyhow::{Context as _, Result, bail};
@@ -23,9 +22,6 @@ const READY_TIMEOUT: Duration = Duration::from_secs(10);
 pub struct Tools {
     pub ucarp: Option<PathBuf>,
     pub keepalived: Option<PathBuf>,
-    pub carpctl: PathBuf,
-    /// carpctl has a `down` command (planned handover without stopping carpd).
-    pub carpctl_down: bool,
 }
 
 impl Tools {
@@ -44,40 +40,18 @@ impl Tools {
         } else {
             None
         };
-        let carpctl = carp_tests::carpctl_bin()?;
-        let help = carp_tests::output(Command::new(&carpctl).arg("--help"))?;
-        Ok(Self {
-            carpctl_down: has_subcommand(&help, "down"),
-            ucarp,
-            keepalived,
-            carpctl,
-        })
-    }
-
-    /// How the planned handover is done, for the table.
-    pub fn planned_method(&self, mode: Mode) -> String {
-        let carpd = if self.carpctl_down {
-            "carpd: carpctl down carp0 (its start-up included)"
-        } else {
-            "carpd: SIGTERM (bow-out; this carpctl has no `down`)"
-        };
-        let peers: Vec<&str> = mode
-            .implementations()
-            .iter()
-            .filter(|i| **i != Implementation::Carpd)
-            .map(|i| i.name())
-            .collect();
-        format!("{carpd}; {}: SIGTERM", peers.join(", "))
+        Ok(Self { ucarp, keepalived })
     }
 }
 
-/// Whether clap's `--help` text lists `name` under "Commands:".
-fn has_subcommand(help: &str, name: &str) -> bool {
-    help.lines()
-        .skip_while(|line| !line.starts_with("Commands:"))
-        .skip(1)
-        .take_while(|line| line.starts_with(' '))
-        .any(|line| line.split_whitespace().next() == Some(name))
+/// How the planned handover is done, for the table: the same signal for
+/// every daemon, so the row compares like with like.
+pub fn planned_method(mode: Mode) -> String {
+    let names: Vec<&str> = mode.implementations().iter().map(|i| i.name()).collect();
+    format!(
+        "{}: SIGTERM (carpd bows out, keepalived sends priority 0, ucarp runs its down script)",
+        names.join(", ")
+    )
 }
 
 /// `program` from PATH or the sbin directories a non-login root shell may lack.
@@ -109,7 +83,6 @@ enum Running {
 pub struct Daemon {
     running: Running,
     log: PathBuf,
-    socket: PathBuf,
 }
 
 /// Where a daemon starts: its namespace, its gateway and the run's files.
@@ -198,11 +171,7 @@ impl Daemon {
                 Running::Other(netns.spawn(args, Some(&log))?)
             }
         };
-        Ok(Self {
-            running,
-            log,
-            socket,
-        })
+        Ok(Self { running, log })
     }
 
     /// carpd answers on its socket; the others are still running.
@@ -257,20 +226,10 @@ impl Daemon {
         all[all.len().saturating_sub(lines)..].join("\n")
     }
 
-    /// The planned handover: `carpctl down` for carpd when it has one, else
-    /// SIGTERM (carpd bows out, keepalived sends priority 0, ucarp runs its
-    /// down script). Returns the instant right before acting.
-    pub fn step_down(&self, netns: &Netns, tools: &Tools) -> Result<Nanos> {
-        if matches!(self.running, Running::Carpd(_)) && tools.carpctl_down {
-            let mut command = netns.command(&tools.carpctl);
-            command
-                .arg("--socket")
-                .arg(&self.socket)
-                .args(["down", "carp0"]);
-            let at = now();
-            carp_tests::output(&mut command)?;
-            return Ok(at);
-        }
+    /// The planned handover: SIGTERM (carpd bows out, keepalived sends
+    /// priority 0, ucarp runs its down script). Returns the instant right
+    /// before acting.
+    pub fn step_down(&self) -> Result<Nanos> {
         let at = now();
         self.signal(Signal::SIGTERM)?;
         Ok(at)
@@ -316,24 +275,4 @@ fn script(path: &Path, text: &str) -> Result<()> {
     write(path, text)?;
     fs::set_permissions(path, fs::Permissions::from_mode(0o755))
         .with_context(|| format!("cannot make {} executable", path.display()))
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    const HELP: &str = "Admin tool for carpd\n\nUsage: carpctl [OPTIONS] <COMMAND>\n\nCommands:\n  status  Show every carp interface\n  help    Print this message\n\nOptions:\n      --socket <SOCKET>  carpd's control socket\n";
-
-    #[test]
-    fn finds_subcommands_in_clap_help() {
-        assert!(has_subcommand(HELP, "status"));
-        assert!(!has_subcommand(HELP, "down"));
-        let with_down = HELP.replace("  help ", "  down    Bow out\n  help ");
-        assert!(has_subcommand(&with_down, "down"));
-        // An option that mentions `down` is not a command.
-        assert!(!has_subcommand(
-            "Commands:\n  status  x\n\nOptions:\n  down\n",
-            "down"
-        ));
-    }
 }

@@ -193,7 +193,7 @@ fn measure_all(ctx: &Context, args: &FailoverArgs) -> Result<Results> {
         steady,
         steady_secs: args.steady_secs,
         steady_load: args.load,
-        planned_method: ctx.tools.planned_method(ctx.mode),
+        planned_method: daemons::planned_method(ctx.mode),
     })
 }
 

@@ -389,7 +389,7 @@ fn act(ctx: &Context, stage: &Stage, scenario: Scenario) -> Result<Vec<(Event, O
             Ok(vec![(Event::LinkDown, down), (Event::LinkUp, up)])
         }
         Scenario::Planned => {
-            let start = stage.master.step_down(master_netns, ctx.tools)?;
+            let start = stage.master.step_down()?;
             stage.sniffer.mark(start, "planned handover on gw1");
             let outcome = stage.observe(ctx, &to_backup, start, limits.takeover, quiet_master)?;
             Ok(vec![(Event::Planned, outcome)])
