@@ -2,7 +2,7 @@
 //! arrive, so a test can await "the next advertisement from gw2".
 
 use std::io::{BufRead as _, BufReader, Read};
-use std::process::Stdio;
+use std::process::{ChildStdout, Command, Stdio};
 use std::sync::mpsc::{self, Receiver, RecvTimeoutError, Sender};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::thread;
@@ -14,6 +14,54 @@ use crate::process::Process;
 
 /// tcpdump opens the interface and compiles the filter in well under this.
 const START_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// A running tcpdump that has said it is listening: what it decodes comes
+/// on `stdout`, what it says (its statistics at exit, say) in `said`.
+pub struct Tcpdump {
+    pub process: Process,
+    pub stdout: ChildStdout,
+    pub said: Arc<Mutex<String>>,
+}
+
+impl Tcpdump {
+    /// Starts `command` (a tcpdump; its stdio is set here) and returns once
+    /// tcpdump says it is listening, so no packet sent afterwards is missed.
+    pub fn start(label: &str, command: &mut Command) -> Result<Self> {
+        command
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped());
+        let mut process = Process::spawn(label, command)?;
+        let (Some(stdout), Some(stderr)) = (process.take_stdout(), process.take_stderr()) else {
+            return Err(Error::Topology(format!("{label}: no output pipes")));
+        };
+        let said = Arc::new(Mutex::new(String::new()));
+        let (ready_tx, ready) = mpsc::channel();
+        let said_by_tcpdump = Arc::clone(&said);
+        thread::spawn(move || watch_stderr(stderr, &said_by_tcpdump, &ready_tx));
+        match ready.recv_timeout(START_TIMEOUT) {
+            Ok(()) => Ok(Self {
+                process,
+                stdout,
+                said,
+            }),
+            // stderr closed before "listening on": tcpdump gave up (a bad
+            // filter, no such interface); say what it said.
+            Err(RecvTimeoutError::Disconnected) => {
+                let status = process.wait_exit(Duration::from_secs(1))?;
+                Err(Error::Command {
+                    command: label.to_owned(),
+                    status,
+                    output: said.lock().unwrap_or_else(PoisonError::into_inner).clone(),
+                })
+            }
+            Err(RecvTimeoutError::Timeout) => Err(Error::Timeout {
+                what: format!("{label} to start listening"),
+                after: START_TIMEOUT,
+            }),
+        }
+    }
+}
 
 pub struct Capture {
     label: String,
@@ -38,45 +86,18 @@ impl Capture {
         if !filter.is_empty() {
             command.arg(filter);
         }
-        command
-            .stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped());
-        let mut process = Process::spawn(label.clone(), &mut command)?;
-        let (Some(stdout), Some(stderr)) = (process.take_stdout(), process.take_stderr()) else {
-            return Err(Error::Topology(format!("{label}: no output pipes")));
-        };
-
+        let Tcpdump {
+            process, stdout, ..
+        } = Tcpdump::start(&label, &mut command)?;
         let (line_tx, incoming) = mpsc::channel();
         thread::spawn(move || forward_lines(stdout, &line_tx));
-        let said = Arc::new(Mutex::new(String::new()));
-        let (ready_tx, ready) = mpsc::channel();
-        let said_by_tcpdump = Arc::clone(&said);
-        thread::spawn(move || watch_stderr(stderr, &said_by_tcpdump, &ready_tx));
-
-        match ready.recv_timeout(START_TIMEOUT) {
-            Ok(()) => Ok(Self {
-                label,
-                process,
-                incoming,
-                history: Vec::new(),
-                cursor: 0,
-            }),
-            // stderr closed before "listening on": tcpdump gave up (a bad
-            // filter, no such interface); say what it said.
-            Err(RecvTimeoutError::Disconnected) => {
-                let status = process.wait_exit(Duration::from_secs(1))?;
-                Err(Error::Command {
-                    command: label,
-                    status,
-                    output: said.lock().unwrap_or_else(PoisonError::into_inner).clone(),
-                })
-            }
-            Err(RecvTimeoutError::Timeout) => Err(Error::Timeout {
-                what: format!("{label} to start listening"),
-                after: START_TIMEOUT,
-            }),
-        }
+        Ok(Self {
+            label,
+            process,
+            incoming,
+            history: Vec::new(),
+            cursor: 0,
+        })
     }
 
     /// The next line (after those an earlier call consumed) for which

@@ -26,7 +26,7 @@ mod status;
 mod topology;
 mod wait;
 
-pub use capture::Capture;
+pub use capture::{Capture, Tcpdump};
 pub use carpd::{Carpd, carpctl_status};
 pub use carpd_log::{LoggedTransition, transitions, wall_clock};
 pub use cluster::{Cluster, LinkState, READY_TIMEOUT, gateway};

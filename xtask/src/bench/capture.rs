@@ -12,20 +12,17 @@ use std::collections::BTreeSet;
 use std::fs;
 use std::io::{BufRead as _, BufReader, Read};
 use std::path::Path;
-use std::process::Stdio;
-use std::sync::mpsc::{self, RecvTimeoutError};
+
 use std::sync::{Arc, Mutex, PoisonError};
 use std::thread;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-use anyhow::{Context as _, Result, bail};
-use carp_tests::{Netns, Process, Signal};
+use anyhow::{Context as _, Result};
+use carp_tests::{Netns, Process, Signal, Tcpdump};
 
 use super::events::{self, Event, Nanos};
 
-/// tcpdump opens its socket and compiles the filter in well under this.
-const START_TIMEOUT: Duration = Duration::from_secs(5);
-/// ... and prints its statistics and exits on SIGTERM in well under this.
+/// tcpdump prints its statistics and exits on SIGTERM in well under this.
 const STOP_TIMEOUT: Duration = Duration::from_secs(2);
 /// Adverts, gratuitous ARP and the pinger's ICMP: nothing else matters.
 const FILTER: &str = "arp or icmp or ip proto 112";
@@ -84,42 +81,23 @@ impl Sniffer {
         if carp {
             command.args(["-T", "carp"]);
         }
-        command
-            .arg(FILTER)
-            .stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped());
-        let mut tcpdump = Process::spawn(label.clone(), &mut command)?;
-        let (Some(stdout), Some(stderr)) = (tcpdump.take_stdout(), tcpdump.take_stderr()) else {
-            bail!("{label}: no output pipes");
-        };
+        command.arg(FILTER);
+        let Tcpdump {
+            process: tcpdump,
+            stdout,
+            said,
+        } = Tcpdump::start(&label, &mut command)?;
         let seen = Arc::new(Mutex::new(Seen::default()));
         let ports: BTreeSet<String> = ports.iter().cloned().collect();
         {
             let seen = Arc::clone(&seen);
             thread::spawn(move || collect(stdout, &ports, &seen));
         }
-        let said = Arc::new(Mutex::new(String::new()));
-        let (ready_tx, ready) = mpsc::channel();
-        {
-            let said = Arc::clone(&said);
-            thread::spawn(move || watch_stderr(stderr, &said, &ready_tx));
-        }
-        match ready.recv_timeout(START_TIMEOUT) {
-            Ok(()) => Ok(Self {
-                seen,
-                said,
-                tcpdump,
-            }),
-            Err(RecvTimeoutError::Disconnected) => bail!(
-                "{label} stopped before listening: {}",
-                said.lock().unwrap_or_else(PoisonError::into_inner).trim()
-            ),
-            Err(RecvTimeoutError::Timeout) => bail!(
-                "{label} did not start listening within {}s",
-                START_TIMEOUT.as_secs()
-            ),
-        }
+        Ok(Self {
+            seen,
+            said,
+            tcpdump,
+        })
     }
 
     /// Runs `look` over every event so far, oldest first.
@@ -206,24 +184,6 @@ fn collect(stdout: impl Read, ports: &BTreeSet<String>, seen: &Mutex<Seen>) {
             seen.events.push(event);
         }
         seen.lines.push(line);
-    }
-}
-
-/// Keeps what tcpdump says (for errors) and reports its "listening on"
-/// line; returning drops `ready`, which tells `start` that tcpdump is gone.
-fn watch_stderr(stderr: impl Read, said: &Mutex<String>, ready: &mpsc::Sender<()>) {
-    for line in BufReader::new(stderr).lines() {
-        let Ok(line) = line else { break };
-        let listening = line.contains("listening on");
-        {
-            let mut said = said.lock().unwrap_or_else(PoisonError::into_inner);
-            said.push_str(&line);
-            said.push('\n');
-        }
-        if listening {
-            // `start` may have timed out and gone; nobody to tell then.
-            let _ = ready.send(());
-        }
     }
 }
 
