@@ -21,7 +21,7 @@ pub struct VipConflict {
 }
 
 /// The address in a `VipKey`, if its family is one we write.
-pub fn vip_address(key: &VipKey) -> Option<IpAddr> {
+fn vip_address(key: &VipKey) -> Option<IpAddr> {
     match key.family {
         FAMILY_INET => Some(IpAddr::V4(Ipv4Addr::new(
             key.address[0],

@@ -26,7 +26,7 @@ use crate::clock::Mono;
 use tracing::{info, warn};
 
 pub use adverts::{AdvertReceiver, ReceivedAdvert};
-pub use claims::{ClaimReceiver, VipConflict, vip_address};
+pub use claims::{ClaimReceiver, VipConflict};
 
 /// The program object built by build.rs (empty when bpf-linker was missing).
 static PROGRAM_OBJECT: &[u8] = include_bytes_aligned!(concat!(env!("OUT_DIR"), "/carp"));
