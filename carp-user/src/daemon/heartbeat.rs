@@ -68,11 +68,7 @@ impl Agent {
     /// Another MAC answered for a VIP we own: a misconfigured host, or a
     /// second master nobody hears. Counted, logged (thinned), hooked.
     pub(super) fn on_conflict(&mut self, conflict: &VipConflict) {
-        let Some(index) = self
-            .vhids
-            .iter()
-            .position(|v| v.carpdev_index == conflict.ifindex && v.config.vhid == conflict.vhid)
-        else {
+        let Some(index) = self.vhid_on(conflict.ifindex, conflict.vhid) else {
             return;
         };
         let vhid = &mut self.vhids[index];

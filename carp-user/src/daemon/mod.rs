@@ -277,6 +277,13 @@ impl Agent {
         }
     }
 
+    /// The index of `vhid` configured on the carpdev `ifindex`.
+    fn vhid_on(&self, ifindex: u32, vhid: u8) -> Option<usize> {
+        self.vhids
+            .iter()
+            .position(|v| v.carpdev_index == ifindex && v.config.vhid == vhid)
+    }
+
     /// The vhid an advertisement is for. Like OpenBSD, an IPv4 vhid with a
     /// unicast peer listens only to unicast and one without only to multicast.
     fn find_vhid(&self, ifindex: u32, vhid: u8, received: &ReceivedAdvert) -> Option<usize> {

@@ -36,10 +36,9 @@ impl Agent {
             Ok(counters) => {
                 for counter in counters {
                     let reason = counter.verdict.label().to_owned();
+                    let row = self.vhid_on(counter.ifindex, counter.vhid);
                     if counter.verdict.is_ownership() {
-                        if let Some(row) = self.vhids.iter().position(|v| {
-                            v.carpdev_index == counter.ifindex && v.config.vhid == counter.vhid
-                        }) {
+                        if let Some(row) = row {
                             *interfaces[row].counters.frames.entry(reason).or_insert(0) +=
                                 counter.packets;
                         }
@@ -48,9 +47,6 @@ impl Agent {
                     if !counter.verdict.is_drop() {
                         continue;
                     }
-                    let row = self.vhids.iter().position(|v| {
-                        v.carpdev_index == counter.ifindex && v.config.vhid == counter.vhid
-                    });
                     let drops = match row {
                         Some(row) if counter.vhid != 0 => &mut interfaces[row].counters.drops,
                         _ => match carpdevs.get_mut(&counter.ifindex) {
