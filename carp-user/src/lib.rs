@@ -14,5 +14,6 @@ pub mod groups;
 pub mod hooks;
 pub mod metrics;
 pub mod net;
+pub mod sync;
 pub mod track;
 pub mod wire;
