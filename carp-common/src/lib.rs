@@ -32,7 +32,7 @@ pub const MAX_COUNTER_KEYS: u32 = 16 * 1024;
 /// Written by the agent when it configures a carp interface, read by the XDP
 /// program to drop advertisements for vhids that are not ours (`badvhid`).
 #[repr(C)]
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct VhidKey {
     /// Interface index of the carpdev, host byte order.
     pub ifindex: u32,
@@ -73,11 +73,15 @@ impl VhidState {
             pad: [0; 3],
         }
     }
+
+    pub const fn is_master(self) -> bool {
+        self.role == ROLE_MASTER
+    }
 }
 
 /// Key of the `CARP_VIPS` map: a virtual address on a carpdev.
 #[repr(C)]
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct VipKey {
     /// Interface index of the carpdev, host byte order.
     pub ifindex: u32,

@@ -44,6 +44,9 @@ pub enum Request {
     Up {
         interface: String,
     },
+    /// `carpctl detach`: exit without a transition, leaving the pinned
+    /// dataplane to the next carpd (a hitless restart).
+    Detach,
 }
 
 /// carpd's answer.

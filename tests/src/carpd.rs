@@ -32,12 +32,14 @@ impl Carpd {
         config: &Path,
         socket: &Path,
         log: &Path,
+        fresh: bool,
     ) -> Result<Self> {
         let carpd = carpd_bin()?;
-        let process = netns.spawn(
-            [carpd.as_os_str(), "--config".as_ref(), config.as_os_str()],
-            Some(log),
-        )?;
+        let mut args = vec![carpd.as_os_str(), "--config".as_ref(), config.as_os_str()];
+        if fresh {
+            args.push("--fresh".as_ref());
+        }
+        let process = netns.spawn(args, Some(log))?;
         Ok(Self {
             node: node.to_owned(),
             netns: netns.name().to_owned(),

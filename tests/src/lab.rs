@@ -14,6 +14,7 @@ use std::fs;
 use std::path::Path;
 use std::time::Duration;
 
+use crate::bpffs::BpfMount;
 use crate::carpd::Carpd;
 use crate::error::{Error, Result};
 use crate::netns::Netns;
@@ -125,6 +126,10 @@ pub struct CarpdOptions {
     /// `[[carp]]` tables: top-level keys first (`boot_timeout = 3`), then
     /// tables (`[[track]]`, `[hooks]`). See [`CarpdOptions::with_toml`].
     pub extra: String,
+    /// `carpd --fresh`: discard a pinned dataplane that cannot be resumed
+    /// (after a SIGKILL longer ago than the master-down time, say). On by
+    /// default: most scenarios restart a killed node on purpose.
+    pub fresh: bool,
 }
 
 impl Default for CarpdOptions {
@@ -134,6 +139,7 @@ impl Default for CarpdOptions {
             advbase: 1,
             advskew: None,
             extra: String::new(),
+            fresh: true,
         }
     }
 }
@@ -142,6 +148,11 @@ impl CarpdOptions {
     #[must_use]
     pub fn preempt(self, preempt: bool) -> Self {
         Self { preempt, ..self }
+    }
+
+    #[must_use]
+    pub fn fresh(self, fresh: bool) -> Self {
+        Self { fresh, ..self }
     }
 
     /// Adds `toml` to [`CarpdOptions::extra`]. TOML puts a key after a table
@@ -179,6 +190,9 @@ impl CarpdOptions {
 /// The lab's network, ready to build.
 #[derive(Debug)]
 pub struct Lab {
+    /// Dropped before the namespaces: the pins hold XDP links on their
+    /// interfaces.
+    pins: Vec<(&'static str, BpfMount)>,
     topology: Topology,
 }
 
@@ -214,9 +228,26 @@ impl Lab {
 
     /// Builds the lab in namespaces `<prefix>-<pid>-<n>-{sw,gw1,gw2,client,server}`.
     pub fn build(prefix: &str) -> Result<Self> {
-        Ok(Self {
-            topology: Topology::build(prefix, &Self::spec())?,
-        })
+        let topology = Topology::build(prefix, &Self::spec())?;
+        let pins_root = std::env::temp_dir().join(format!("carp-pins-{}", topology.stem()));
+        let mut pins = Vec::new();
+        for gw in &GATEWAYS {
+            pins.push((gw.name, BpfMount::create(&pins_root.join(gw.name))?));
+        }
+        let lab = Self { pins, topology };
+        // Emptied as the mounts go (they drop before this runs again).
+        let _ = fs::remove_dir(&pins_root);
+        Ok(lab)
+    }
+
+    /// The bpffs directory gateway `name`'s carpd pins its dataplane in
+    /// (the `pin_dir` of its config).
+    pub fn pin_dir(&self, name: &str) -> Result<&Path> {
+        self.pins
+            .iter()
+            .find(|(gw, _)| *gw == name)
+            .map(|(_, mount)| mount.path())
+            .ok_or_else(|| Error::Topology(format!("no gateway {name}")))
     }
 
     pub fn topology(&self) -> &Topology {
@@ -256,7 +287,11 @@ impl Lab {
         let config = dir.join(format!("{}.toml", gateway.name));
         let socket = dir.join(format!("{}.sock", gateway.name));
         let log = dir.join(format!("{}.log", gateway.name));
-        let text = carpd_config_with(gateway, &socket, options);
+        let text = format!(
+            "pin_dir = {}\n{}",
+            toml_string(&self.pin_dir(gateway.name)?.to_string_lossy()),
+            carpd_config_with(gateway, &socket, options)
+        );
         fs::write(&config, text).map_err(|source| Error::Io {
             what: format!("write {}", config.display()),
             source,
@@ -267,6 +302,7 @@ impl Lab {
             &config,
             &socket,
             &log,
+            options.fresh,
         )
     }
 

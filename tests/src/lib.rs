@@ -12,6 +12,7 @@
 //! Everything here shells out to `ip`, `tcpdump` and the carp binaries: the
 //! tests exercise the same tools an operator uses, and need root.
 
+mod bpffs;
 mod capture;
 mod carpd;
 mod carpd_log;
@@ -21,6 +22,7 @@ mod error;
 mod host;
 mod lab;
 mod netns;
+mod pinger;
 mod process;
 mod status;
 mod topology;
@@ -39,6 +41,7 @@ pub use lab::{
     toml_string, virtual_mac,
 };
 pub use netns::{Netns, exists as netns_exists, list as list_netns, sweep_stale, unique_stem};
+pub use pinger::{Pinger, Reply, Summary};
 pub use process::{Process, Signal};
 pub use status::{
     BootStatus, CarpState, Contribution, Counters, GroupStatus, HookCounters, InterfaceStatus,

@@ -91,6 +91,7 @@ impl Pair {
             &config,
             &socket,
             &dir.path().join("carpd.log"),
+            false,
         )?;
         carpd.wait_ready(READY_TIMEOUT)?;
 

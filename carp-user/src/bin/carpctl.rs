@@ -51,6 +51,13 @@ enum Command {
     Down { interface: String },
     /// Take part in elections again after `down`.
     Up { interface: String },
+    /// Stop carpd without a failover, for a hitless restart: the XDP
+    /// program and its maps stay pinned and keep forwarding, and a carpd
+    /// started within the master-down time resumes in the same roles
+    /// (under systemd with `Restart=always` that happens at once). Not
+    /// restarted in time, the dataplane fails closed and the peer takes
+    /// over.
+    Detach,
 }
 
 #[derive(Subcommand, Debug)]
@@ -144,6 +151,7 @@ fn main() -> ExitCode {
         },
         Command::Down { interface } => (Request::Down { interface }, false),
         Command::Up { interface } => (Request::Up { interface }, false),
+        Command::Detach => (Request::Detach, false),
     };
     match api::call(&args.socket, &request, CALL_TIMEOUT) {
         Ok(response) => show(response, json, only_group.as_deref()),

@@ -16,6 +16,12 @@ struct Args {
     /// Validate the configuration and exit: 0 if it is valid, 1 with the reason if not.
     #[arg(long)]
     check: bool,
+    /// Discard the pinned dataplane an earlier carpd left when it cannot be
+    /// resumed (its heartbeat is older than its bound, or it does not match
+    /// this configuration) and start over. Without it carpd refuses to
+    /// start on such a pin and says why.
+    #[arg(long)]
+    fresh: bool,
 }
 
 fn main() -> ExitCode {
@@ -62,7 +68,7 @@ fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    match runtime.block_on(carp::daemon::run(config)) {
+    match runtime.block_on(carp::daemon::run(config, args.fresh)) {
         Ok(()) => ExitCode::SUCCESS,
         Err(error) => {
             eprintln!("carpd: {error:#}");

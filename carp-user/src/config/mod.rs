@@ -13,6 +13,9 @@ use std::time::Duration;
 use ipnet::IpNet;
 
 pub const DEFAULT_CONTROL_SOCKET: &str = "/run/carpd.sock";
+/// Where the XDP program's links and maps are pinned (one directory per
+/// carpd on the host), so the dataplane outlives the agent.
+pub const DEFAULT_PIN_DIR: &str = "/sys/fs/bpf/carpd";
 
 /// A validated configuration.
 #[derive(Debug, Clone)]
@@ -20,6 +23,8 @@ pub struct Config {
     pub preempt: bool,
     pub control_socket: PathBuf,
     pub metrics_listen: Option<SocketAddr>,
+    /// bpffs directory of the pinned dataplane (`DEFAULT_PIN_DIR`).
+    pub pin_dir: PathBuf,
     pub carp: Vec<CarpConfig>,
     /// The boot interlock holds `carp` demoted until the node is ready, but
     /// never longer than this.

@@ -10,6 +10,7 @@ use serde::Deserialize;
 pub struct RawConfig {
     pub preempt: Option<bool>,
     pub control_socket: Option<PathBuf>,
+    pub pin_dir: Option<PathBuf>,
     pub metrics_listen: Option<String>,
     pub boot_timeout: Option<i64>,
     pub hooks: Option<RawHooks>,

@@ -8,7 +8,7 @@ use std::time::Duration;
 use ipnet::IpNet;
 
 use super::raw::{RawCarp, RawConfig};
-use super::{CarpConfig, Config, ConfigError, DEFAULT_CONTROL_SOCKET, Passphrase};
+use super::{CarpConfig, Config, ConfigError, DEFAULT_CONTROL_SOCKET, DEFAULT_PIN_DIR, Passphrase};
 use crate::groups::CARP_GROUP;
 use crate::wire::MAX_PASSPHRASE;
 
@@ -68,12 +68,22 @@ pub fn validate(raw: RawConfig, path: &Path) -> Result<Config, ConfigError> {
     )?);
     let hooks = super::track::hooks(raw.hooks, path)?;
     let track = super::track::trackers(raw.track, &carp, path)?;
+    let pin_dir = raw
+        .pin_dir
+        .unwrap_or_else(|| PathBuf::from(DEFAULT_PIN_DIR));
+    if !pin_dir.is_absolute() {
+        return Err(top.error(format!(
+            "pin_dir {} must be an absolute path",
+            pin_dir.display()
+        )));
+    }
     Ok(Config {
         preempt: raw.preempt.unwrap_or(false),
         control_socket: raw
             .control_socket
             .unwrap_or_else(|| PathBuf::from(DEFAULT_CONTROL_SOCKET)),
         metrics_listen,
+        pin_dir,
         carp,
         boot_timeout,
         hooks,

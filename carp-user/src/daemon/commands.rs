@@ -38,6 +38,13 @@ impl Agent {
             Request::SetState { interface, state } => self.set_state(&interface, &state).await,
             Request::Down { interface } => self.admin_down(&interface).await,
             Request::Up { interface } => self.admin_up(&interface).await,
+            Request::Detach => {
+                info!("carpctl detach: exiting with the dataplane pinned for the next carpd");
+                self.detach_requested = true;
+                done(
+                    "detaching: the dataplane stays pinned; start carpd within the master-down time to resume",
+                )
+            }
         }
     }
 

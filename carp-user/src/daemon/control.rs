@@ -17,10 +17,16 @@ const MAX_CLIENTS: usize = 16;
 /// A client that sends nothing for this long is dropped.
 const IDLE_TIMEOUT: Duration = Duration::from_secs(30);
 
+/// A client still being served when the agent exits gets this long to
+/// receive its answer (`carpctl detach` waits for one).
+const DRAIN_TIMEOUT: Duration = Duration::from_secs(1);
+
 /// The bound socket; removes its file when dropped.
 pub struct ControlSocket {
     listener: UnixListener,
     path: PathBuf,
+    /// One permit per client being served.
+    slots: Arc<Semaphore>,
 }
 
 impl ControlSocket {
@@ -46,12 +52,23 @@ impl ControlSocket {
         Ok(Self {
             listener,
             path: path.to_owned(),
+            slots: Arc::new(Semaphore::new(MAX_CLIENTS)),
         })
+    }
+
+    /// Waits (a bounded time) until no client is being served: call it
+    /// once the agent has stopped and `serve` is cancelled.
+    pub fn drained(&self) -> impl Future<Output = ()> + 'static {
+        let slots = Arc::clone(&self.slots);
+        async move {
+            let all = u32::try_from(MAX_CLIENTS).unwrap_or(u32::MAX);
+            let _ = tokio::time::timeout(DRAIN_TIMEOUT, slots.acquire_many(all)).await;
+        }
     }
 
     /// Serves clients until the agent stops.
     pub async fn serve(&self, handle: Handle) {
-        let slots = Arc::new(Semaphore::new(MAX_CLIENTS));
+        let slots = Arc::clone(&self.slots);
         loop {
             let stream = match self.listener.accept().await {
                 Ok((stream, _)) => stream,

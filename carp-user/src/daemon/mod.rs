@@ -108,6 +108,19 @@ struct Agent {
     /// Send-error demotions (vhid, demoted) waiting for `settle_send_errors`.
     send_error_changes: Vec<(usize, bool)>,
     heartbeat: Heartbeat,
+    /// `carpctl detach` asked us to exit leaving the dataplane pinned.
+    detach_requested: bool,
+    /// We adopted a predecessor's pinned dataplane (a hitless restart).
+    resumed: bool,
+}
+
+/// How the agent leaves.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Exit {
+    /// SIGTERM/SIGINT: bow out, remove the carp interfaces and the pins.
+    BowOut,
+    /// `carpctl detach`: leave everything in place for the next carpd.
+    Detach,
 }
 
 /// The agent's inputs besides control calls.
@@ -121,8 +134,11 @@ struct Inputs {
     _trackers: Trackers,
 }
 
-/// Runs carpd until SIGTERM or SIGINT, then bows out and removes what it created.
-pub async fn run(config: Config) -> anyhow::Result<()> {
+/// Runs carpd until SIGTERM or SIGINT, then bows out and removes what it
+/// created; or until `carpctl detach`, then exits leaving the pinned
+/// dataplane to the next carpd. `fresh` discards a pinned dataplane that
+/// cannot be resumed instead of refusing to start.
+pub async fn run(config: Config, fresh: bool) -> anyhow::Result<()> {
     let control = control::ControlSocket::bind(&config.control_socket)?;
     let metrics_listener = match config.metrics_listen {
         Some(address) => Some(
@@ -132,12 +148,13 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
         ),
         None => None,
     };
-    let (mut agent, mut inputs) = setup::build(&config).await?;
+    let (mut agent, mut inputs) = setup::build(&config, fresh).await?;
     let (commands_tx, commands) = mpsc::channel(COMMAND_QUEUE);
     let handle = Handle {
         commands: commands_tx,
     };
 
+    let control_drained = control.drained();
     let control_task = {
         let handle = handle.clone();
         tokio::spawn(async move { control.serve(handle).await })
@@ -150,12 +167,17 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
 
     agent.start().await;
     let result = agent.run(&mut inputs, commands).await;
-    agent.shutdown().await;
+    let exit = *result.as_ref().unwrap_or(&Exit::BowOut);
+    agent.shutdown(exit).await;
     control_task.abort();
+    if exit == Exit::Detach {
+        // The answer to `carpctl detach` is still on its way.
+        control_drained.await;
+    }
     if let Some(task) = metrics_task {
         task.abort();
     }
-    result
+    result.map(|_| ())
 }
 
 impl Agent {
@@ -164,17 +186,31 @@ impl Agent {
     }
 
     /// Every vhid that can run goes INIT -> BACKUP; the boot interlock holds
-    /// `carp` demoted until the node is ready.
+    /// `carp` demoted until the node is ready. After a hitless restart every
+    /// vhid resumes the role its pinned dataplane holds instead, and there
+    /// is no interlock: the node was up and ready, and a demotion now would
+    /// hand a MASTER's vhids to the peer.
     async fn start(&mut self) {
         let now = clock::now();
         // Before anything can become MASTER: without a beat nothing is owned.
         self.beat_if_due(now);
-        self.begin_boot(now);
+        if self.resumed {
+            info!("hitless restart: no boot interlock");
+            notify::ready();
+        } else {
+            self.begin_boot(now);
+        }
         for index in 0..self.vhids.len() {
             if self.vhids[index].carpdev_carrier {
+                if let Some(master) = self.vhids[index].resume_master {
+                    self.resume(index, now, master).await;
+                    continue;
+                }
                 let output = self.vhids[index].machine.start(now);
                 self.apply(index, output).await;
             } else {
+                // A predecessor's role must not outlive the carrier.
+                self.set_role(index, false);
                 warn!(
                     "{}: {} has no carrier: staying in INIT",
                     self.vhids[index].name(),
@@ -190,7 +226,7 @@ impl Agent {
         &mut self,
         inputs: &mut Inputs,
         mut commands: mpsc::Receiver<Command>,
-    ) -> anyhow::Result<()> {
+    ) -> anyhow::Result<Exit> {
         use tokio::signal::unix::{SignalKind, signal};
         let mut terminate =
             signal(SignalKind::terminate()).context("installing the SIGTERM handler")?;
@@ -204,11 +240,11 @@ impl Agent {
                 biased;
                 _ = terminate.recv() => {
                     info!("SIGTERM: bowing out");
-                    return Ok(());
+                    return Ok(Exit::BowOut);
                 }
                 _ = interrupt.recv() => {
                     info!("SIGINT: bowing out");
-                    return Ok(());
+                    return Ok(Exit::BowOut);
                 }
                 received = inputs.adverts.recv() => {
                     let advert = received.context("reading advertisements from the XDP ring buffer")?;
@@ -224,6 +260,9 @@ impl Agent {
                 () = sleep_until(deadline) => self.on_timers().await,
             }
             self.settle_send_errors().await;
+            if self.detach_requested {
+                return Ok(Exit::Detach);
+            }
         }
     }
 
@@ -404,8 +443,38 @@ impl Agent {
         }
     }
 
-    /// Bow out on every vhid we are master of, then remove what we created.
-    async fn shutdown(&mut self) {
+    /// Adopts a predecessor's role for a vhid without a transition: the
+    /// map already holds it; a MASTER's carp interface must be up.
+    async fn resume(&mut self, index: usize, now: Mono, master: bool) {
+        let demote = self.demote_of(index);
+        let output = self.vhids[index].machine.resume(now, master, demote);
+        info!(
+            "{}: resumed as {}",
+            self.vhids[index].name(),
+            self.vhids[index].machine.state()
+        );
+        self.set_role(index, master);
+        if master {
+            self.set_link(index, true).await;
+        }
+        self.apply(index, output).await;
+    }
+
+    /// Bow out on every vhid we are master of, then remove what we created;
+    /// or, detaching, leave it all to the next carpd.
+    async fn shutdown(&mut self, exit: Exit) {
+        if exit == Exit::Detach {
+            // A last beat gives the successor the whole bound to start in.
+            let now = clock::now();
+            if let Err(error) = self.dataplane.beat(now, self.heartbeat.bound()) {
+                warn!("cannot write the XDP heartbeat: {error}");
+            }
+            info!(
+                "detached: the dataplane stays pinned for {} ms",
+                self.heartbeat.bound().as_millis()
+            );
+            return;
+        }
         for index in 0..self.vhids.len() {
             let demote = self.demote_of(index);
             let output = self.vhids[index].machine.bow_out(demote);
@@ -415,6 +484,9 @@ impl Agent {
             if let Err(error) = self.links.delete(*index).await {
                 warn!("{name}: cannot remove the interface: {error}");
             }
+        }
+        if let Err(error) = self.dataplane.unpin() {
+            warn!("cannot remove the pinned dataplane: {error}");
         }
         self.sysctls.restore();
         info!("stopped");

@@ -14,11 +14,11 @@ use super::demotion::Boot;
 use super::heartbeat::Heartbeat;
 use super::tracking::Tracker;
 use super::vhid::{SendHealth, Vhid};
-use super::{Agent, EVENT_QUEUE, Inputs};
+use super::{Agent, EVENT_QUEUE, Exit, Inputs};
 use crate::api::Counters;
 use crate::clock;
 use crate::config::{CarpConfig, Config};
-use crate::dataplane::Dataplane;
+use crate::dataplane::{Dataplane, PinDir, PinnedState, Previous, vip_key};
 use crate::fsm::{self, Interval, Machine};
 use crate::groups::Groups;
 use crate::hooks::Hooks;
@@ -31,12 +31,20 @@ use crate::net::virtual_mac;
 use crate::track;
 use crate::wire::{Authenticator, Key};
 
-pub(super) async fn build(config: &Config) -> anyhow::Result<(Agent, Inputs)> {
+pub(super) async fn build(config: &Config, fresh: bool) -> anyhow::Result<(Agent, Inputs)> {
     let links = Links::connect().context("opening rtnetlink")?;
     // Subscribed before the carpdevs' carrier is read below, so no change is lost.
     let (carrier_tx, carrier) = mpsc::channel(EVENT_QUEUE);
     let link_monitor = link_monitor::watch(carrier_tx).context("watching link changes")?;
-    let mut dataplane = Dataplane::load().context("loading the XDP program")?;
+    let pins = PinDir::open(&config.pin_dir).context("the pin directory (pin_dir)")?;
+    let adopted = previous_dataplane(config, &links, &pins, fresh).await?;
+    let mut dataplane = Dataplane::load(Some(&pins)).context("loading the XDP program")?;
+    if adopted.is_some() {
+        // Before anything else: the predecessor's last beat is ageing.
+        dataplane
+            .beat(clock::now(), Heartbeat::new(intervals(config)).bound())
+            .context("writing the XDP heartbeat")?;
+    }
     let adverts = dataplane
         .take_adverts()
         .context("opening the advertisement ring buffer")?;
@@ -66,17 +74,30 @@ pub(super) async fn build(config: &Config) -> anyhow::Result<(Agent, Inputs)> {
         carpdev_drops: BTreeMap::new(),
         carp_interfaces: Vec::new(),
         send_error_changes: Vec::new(),
-        heartbeat: Heartbeat::new(config.carp.iter().map(|c| Interval {
-            advbase: c.advbase,
-            advskew: c.advskew,
-        })),
+        heartbeat: Heartbeat::new(intervals(config)),
+        detach_requested: false,
+        resumed: adopted.is_some(),
     };
     let ipv6_router = Sysctls::get("net.ipv6.conf.all.forwarding").is_ok_and(|v| v == "1");
     for carp in &config.carp {
-        match add_vhid(&mut agent, carp, config.preempt, ipv6_router).await {
+        match add_vhid(
+            &mut agent,
+            carp,
+            config.preempt,
+            ipv6_router,
+            adopted.as_ref(),
+        )
+        .await
+        {
             Ok(vhid) => agent.vhids.push(vhid),
             Err(error) => {
-                agent.shutdown().await;
+                // Adopting, the predecessor's dataplane stays as it was.
+                let exit = if agent.resumed {
+                    Exit::Detach
+                } else {
+                    Exit::BowOut
+                };
+                agent.shutdown(exit).await;
                 return Err(error.context(format!("{}: setting up", carp.name)));
             }
         }
@@ -94,11 +115,80 @@ pub(super) async fn build(config: &Config) -> anyhow::Result<(Agent, Inputs)> {
     Ok((agent, inputs))
 }
 
+fn intervals(config: &Config) -> impl Iterator<Item = Interval> + '_ {
+    config.carp.iter().map(|c| Interval {
+        advbase: c.advbase,
+        advskew: c.advskew,
+    })
+}
+
+/// The pinned state of an earlier carpd to resume, if there is one that can
+/// be. A stale or foreign pin is an error unless `fresh` says to discard it.
+async fn previous_dataplane(
+    config: &Config,
+    links: &Links,
+    pins: &PinDir,
+    fresh: bool,
+) -> anyhow::Result<Option<PinnedState>> {
+    let problem = match pins.inspect(clock::now())? {
+        Previous::Nothing => return Ok(None),
+        Previous::Live(state) => match state.mismatch(&expected_state(config, links).await?) {
+            None => {
+                let masters = state.roles.values().filter(|m| **m).count();
+                info!(
+                    "{}: resuming the pinned dataplane of the last carpd (MASTER of {masters} of {} vhid(s))",
+                    pins.path().display(),
+                    state.roles.len()
+                );
+                return Ok(Some(state));
+            }
+            Some(reason) => format!("it does not match this configuration: {reason}"),
+        },
+        Previous::Stale { age, bound } => format!(
+            "it is stale: the last carpd's heartbeat is {:.1} s old, past its bound of {:.1} s, so its dataplane fails closed and the peer may own the VIPs now",
+            age.as_secs_f64(),
+            bound.as_secs_f64()
+        ),
+        Previous::Foreign { reason } => format!("it is not this carpd's dataplane: {reason}"),
+    };
+    if !fresh {
+        bail!(
+            "{}: an earlier carpd left a pinned dataplane that cannot be resumed: {problem}; start with --fresh to discard it",
+            pins.path().display()
+        );
+    }
+    warn!(
+        "{}: discarding the pinned dataplane (--fresh): {problem}",
+        pins.path().display()
+    );
+    pins.clear()?;
+    Ok(None)
+}
+
+/// The pinned state this configuration would leave (roles aside).
+async fn expected_state(config: &Config, links: &Links) -> anyhow::Result<PinnedState> {
+    let mut expected = PinnedState::default();
+    for carp in &config.carp {
+        let carpdev = links.require(&carp.carpdev).await?;
+        expected
+            .roles
+            .insert(carp_common::VhidKey::new(carpdev.index, carp.vhid), false);
+        for net in &carp.addresses {
+            expected
+                .vips
+                .insert(vip_key(carpdev.index, net.addr()), carp.vhid);
+        }
+        expected.links.insert(carp.carpdev.clone());
+    }
+    Ok(expected)
+}
+
 async fn add_vhid(
     agent: &mut Agent,
     carp: &CarpConfig,
     preempt: bool,
     ipv6_router: bool,
+    adopted: Option<&PinnedState>,
 ) -> anyhow::Result<Vhid> {
     let carpdev = agent.links.require(&carp.carpdev).await?;
     if !agent.carpdevs.contains_key(&carpdev.index) {
@@ -106,17 +196,18 @@ async fn add_vhid(
         agent.carpdevs.insert(carpdev.index, carp.carpdev.clone());
         prepare_carpdev(&mut agent.sysctls, &carp.carpdev)?;
     }
-    agent.dataplane.add_vhid(carpdev.index, carp.vhid)?;
-    for net in &carp.addresses {
-        agent
-            .dataplane
-            .add_vip(carpdev.index, carp.vhid, net.addr())?;
-    }
+    let resume_master = add_to_dataplane(&mut agent.dataplane, carp, carpdev.index, adopted)?;
 
     let mac = virtual_mac(carp.vhid);
     let carp_index = agent
         .links
-        .ensure_carp_interface(&carp.name, &carp.carpdev, carpdev.index, mac)
+        .ensure_carp_interface(
+            &carp.name,
+            &carp.carpdev,
+            carpdev.index,
+            mac,
+            resume_master.is_some(),
+        )
         .await?;
     // Registered before anything else can fail, so shutdown removes it.
     agent.carp_interfaces.push((carp.name.clone(), carp_index));
@@ -198,7 +289,28 @@ async fn add_vhid(
         admin_down: false,
         carpdev_carrier: carpdev.carrier,
         send_health: SendHealth::default(),
+        resume_master,
     })
+}
+
+/// Tells the program about the vhid and its VIPs. Adopted, the pinned maps
+/// hold them already and the role stays as the predecessor left it until
+/// `start`: returns that role.
+fn add_to_dataplane(
+    dataplane: &mut Dataplane,
+    carp: &CarpConfig,
+    carpdev_index: u32,
+    adopted: Option<&PinnedState>,
+) -> anyhow::Result<Option<bool>> {
+    if let Some(state) = adopted {
+        let key = carp_common::VhidKey::new(carpdev_index, carp.vhid);
+        return Ok(Some(state.roles.get(&key).copied().unwrap_or(false)));
+    }
+    dataplane.add_vhid(carpdev_index, carp.vhid)?;
+    for net in &carp.addresses {
+        dataplane.add_vip(carpdev_index, carp.vhid, net.addr())?;
+    }
+    Ok(None)
 }
 
 /// The carpdev must not answer ARP for the VIPs itself: with Linux's default

@@ -35,6 +35,8 @@ pub struct Vhid {
     /// The carpdev has a carrier; without one the vhid stays in INIT.
     pub carpdev_carrier: bool,
     pub send_health: SendHealth,
+    /// Adopted from a predecessor's pinned dataplane: whether it was MASTER.
+    pub resume_master: Option<bool>,
 }
 
 /// Consecutive failed sends that demote the interface's groups by one, and

@@ -2,20 +2,25 @@
 //! to each carpdev, tell it which vhids are ours, read its counters, and
 //! receive the advertisements it accepted (`adverts`).
 //!
-//! Map owners (see carp-ebpf/src/program.rs): the agent writes `CARP_VHIDS`,
-//! the program writes `CARP_COUNTERS` and `CARP_ADVERTS`.
+//! Map owners (see carp-ebpf/src/program/mod.rs): the agent writes
+//! `CARP_VHIDS`, `CARP_VIPS` and `CARP_AGENT`; the program the counters, the
+//! claims and the rings.
 //!
-//! The program is detached when the agent exits (aya drops the links): until
-//! the ownership maps of the dataplane issue exist there is nothing a pinned
-//! program could keep doing for us.
+//! With a pin directory (`pins`), links and maps outlive the agent: a dead
+//! carpd's program keeps running and fails closed once its heartbeat is
+//! stale, and the next carpd adopts the maps and swaps its program in with
+//! one `bpf_link_update` per carpdev.
 
 mod adverts;
 mod claims;
+pub mod pins;
 mod ring;
 
 use aya::maps::{HashMap, MapData, PerCpuHashMap, RingBuf};
+use aya::programs::links::{FdLink, PinnedLink};
+use aya::programs::xdp::XdpLink;
 use aya::programs::{TestRun, TestRunOptions, Xdp, XdpMode};
-use aya::{Ebpf, include_bytes_aligned};
+use aya::{Ebpf, EbpfLoader, include_bytes_aligned};
 use std::net::IpAddr;
 use std::time::Duration;
 
@@ -27,6 +32,7 @@ use tracing::{info, warn};
 
 pub use adverts::{AdvertReceiver, ReceivedAdvert};
 pub use claims::{ClaimReceiver, VipConflict};
+pub use pins::{PinDir, PinnedState, Previous};
 
 /// The program object built by build.rs (empty when bpf-linker was missing).
 static PROGRAM_OBJECT: &[u8] = include_bytes_aligned!(concat!(env!("OUT_DIR"), "/carp"));
@@ -40,6 +46,17 @@ const AGENT_MAP: &str = "CARP_AGENT";
 const COUNTERS_MAP: &str = "CARP_COUNTERS";
 const ADVERTS_MAP: &str = "CARP_ADVERTS";
 const CLAIMS_MAP: &str = "CARP_CLAIMS";
+const CLAIMED_MAP: &str = "CARP_CLAIMED";
+/// Every map carpd pins (all of the object's, but its data sections).
+const PINNED_MAPS: [&str; 7] = [
+    VHIDS_MAP,
+    VIPS_MAP,
+    AGENT_MAP,
+    COUNTERS_MAP,
+    ADVERTS_MAP,
+    CLAIMED_MAP,
+    CLAIMS_MAP,
+];
 
 #[derive(Debug, thiserror::Error)]
 pub enum DataplaneError {
@@ -63,6 +80,18 @@ pub enum DataplaneError {
     },
     #[error("opening the advertisement ring buffer: {0}")]
     Ring(std::io::Error),
+    #[error("{what}: {source}")]
+    Pin {
+        what: String,
+        source: aya::pin::PinError,
+    },
+    #[error("{0}")]
+    Pins(#[from] pins::PinError),
+    #[error("{what}: {source}")]
+    Link {
+        what: String,
+        source: aya::programs::links::LinkError,
+    },
 }
 
 /// One row of the XDP counters, summed over CPUs.
@@ -88,17 +117,28 @@ pub struct Dataplane {
     ebpf: Ebpf,
     /// carpdevs the program is attached to.
     attached: Vec<u32>,
+    pins: Option<PinDir>,
 }
 
 impl Dataplane {
-    /// Loads the embedded program into the kernel (not yet attached anywhere).
-    pub fn load() -> Result<Self, DataplaneError> {
+    /// Loads the embedded program into the kernel (not yet attached
+    /// anywhere). With `pins`, its maps are the pinned ones where they
+    /// exist (check them with `PinDir::inspect` first) and pinned where not.
+    pub fn load(pins: Option<&PinDir>) -> Result<Self, DataplaneError> {
         if PROGRAM_OBJECT.is_empty() {
             return Err(DataplaneError::NotBuilt);
         }
+        let mut loader = EbpfLoader::new();
+        let paths: Vec<_> = pins
+            .map(|dir| PINNED_MAPS.map(|name| (name, dir.map(name))).to_vec())
+            .unwrap_or_default();
+        for (name, path) in &paths {
+            loader.map_pin_path(name, path.as_path());
+        }
         let mut dataplane = Self {
-            ebpf: Ebpf::load(PROGRAM_OBJECT)?,
+            ebpf: loader.load(PROGRAM_OBJECT)?,
             attached: Vec::new(),
+            pins: pins.cloned(),
         };
         dataplane
             .program_mut()?
@@ -159,17 +199,46 @@ impl Dataplane {
         ClaimReceiver::new(ring).map_err(DataplaneError::Ring)
     }
 
-    /// Attaches the program to `carpdev` in driver mode, or in generic (skb)
-    /// mode where the driver has no XDP support.
+    /// Attaches the program to `carpdev`: in place of the program of a
+    /// pinned link an earlier carpd left (atomically, so no packet sees
+    /// neither), or afresh in driver mode, or in generic (skb) mode where
+    /// the driver has no XDP support. With a pin directory the new link is
+    /// pinned, so it outlives us.
     pub fn attach(&mut self, carpdev: &str, ifindex: u32) -> Result<(), DataplaneError> {
         if self.attached.contains(&ifindex) {
             return Ok(());
         }
+        let pin_path = self.pins.as_ref().map(|dir| dir.link(carpdev));
+        if let Some(path) = pin_path.as_deref().filter(|p| p.exists()) {
+            match self.replace_pinned(path) {
+                Ok(()) => {
+                    info!("{carpdev}: XDP program replaced in the pinned link");
+                    self.attached.push(ifindex);
+                    return Ok(());
+                }
+                Err(error) => {
+                    // The carpdev was recreated since, say: its old link is
+                    // defunct. Attach afresh.
+                    warn!(
+                        "{carpdev}: cannot reuse the pinned XDP link ({error}): attaching afresh"
+                    );
+                    std::fs::remove_file(path).map_err(|source| {
+                        DataplaneError::Pins(pins::PinError::Io {
+                            path: path.to_owned(),
+                            source,
+                        })
+                    })?;
+                }
+            }
+        }
         let program = self.program_mut()?;
-        match program.attach_to_if_index(ifindex, XdpMode::Driver) {
-            Ok(_) => info!("{carpdev}: XDP program attached (driver mode)"),
+        let link_id = match program.attach_to_if_index(ifindex, XdpMode::Driver) {
+            Ok(id) => {
+                info!("{carpdev}: XDP program attached (driver mode)");
+                id
+            }
             Err(driver_error) => {
-                program
+                let id = program
                     .attach_to_if_index(ifindex, XdpMode::Skb)
                     .map_err(|source| DataplaneError::Program {
                         what: format!("attaching XDP to {carpdev}"),
@@ -178,9 +247,71 @@ impl Dataplane {
                 warn!(
                     "{carpdev}: no native XDP ({driver_error}), XDP program attached in generic mode"
                 );
+                id
             }
+        };
+        if let Some(path) = pin_path {
+            self.pin_link(carpdev, link_id, &path)?;
         }
         self.attached.push(ifindex);
+        Ok(())
+    }
+
+    fn pin_link(
+        &mut self,
+        carpdev: &str,
+        link_id: aya::programs::xdp::XdpLinkId,
+        path: &std::path::Path,
+    ) -> Result<(), DataplaneError> {
+        let link =
+            self.program_mut()?
+                .take_link(link_id)
+                .map_err(|source| DataplaneError::Program {
+                    what: format!("{carpdev}: taking the XDP link"),
+                    source,
+                })?;
+        // A netlink attachment (kernels before 5.9) has no link to pin.
+        let fd_link = FdLink::try_from(link).map_err(|source| DataplaneError::Link {
+            what: format!("{carpdev}: the XDP attachment is not a bpf_link and cannot be pinned"),
+            source,
+        })?;
+        // The pin holds the link from now on; our descriptor can go.
+        fd_link.pin(path).map_err(|source| DataplaneError::Pin {
+            what: format!("{carpdev}: pinning the XDP link at {}", path.display()),
+            source,
+        })?;
+        Ok(())
+    }
+
+    /// Swaps our program into the link pinned at `path`.
+    fn replace_pinned(&mut self, path: &std::path::Path) -> Result<(), DataplaneError> {
+        let pinned = PinnedLink::from_pin(path).map_err(|source| DataplaneError::Link {
+            what: format!("opening the pinned link {}", path.display()),
+            source,
+        })?;
+        let link =
+            XdpLink::try_from(FdLink::from(pinned)).map_err(|source| DataplaneError::Link {
+                what: format!("{} is not an XDP link", path.display()),
+                source,
+            })?;
+        // The link joins the program's set; dropping it there only closes
+        // our descriptor, the pin (still in place) keeps it attached.
+        self.program_mut()?
+            .attach_to_link(link)
+            .map_err(|source| DataplaneError::Program {
+                what: "bpf_link_update".into(),
+                source,
+            })?;
+        Ok(())
+    }
+
+    /// Removes every pin, for a carpd that leaves on purpose: the program
+    /// detaches once this process closes its descriptors, and the next
+    /// carpd starts afresh.
+    pub fn unpin(&mut self) -> Result<(), DataplaneError> {
+        if let Some(dir) = &self.pins {
+            dir.clear()?;
+        }
         Ok(())
     }
 

@@ -177,6 +177,31 @@ impl Machine {
         }
     }
 
+    /// INIT -> the role a predecessor held, without a transition: a
+    /// restarted carpd adopting the pinned dataplane (hitless restart). A
+    /// MASTER advertises at once, since its peer heard nothing while the
+    /// agent restarted; a BACKUP waits a whole master-down from now.
+    pub fn resume(&mut self, now: Mono, master: bool, our_demote: u8) -> Output {
+        if self.state != State::Init {
+            return Output::default();
+        }
+        self.delayed_announce = None;
+        if master {
+            self.state = State::Master;
+            self.master_down_at = None;
+            self.advert_at = Some(now + self.config.interval.duration());
+            Output {
+                send_advert: Some(self.advert(our_demote)),
+                ..Output::default()
+            }
+        } else {
+            self.state = State::Backup;
+            self.advert_at = None;
+            self.master_down_at = Some(now + self.config.interval.master_down());
+            Output::default()
+        }
+    }
+
     /// Applies OpenBSD's election rules to an authenticated advertisement.
     pub fn advert_received(
         &mut self,

@@ -180,13 +180,18 @@ impl Links {
         carpdev: &str,
         carpdev_index: u32,
         mac: [u8; 6],
+        adopt: bool,
     ) -> Result<u32, LinkError> {
         if let Some(existing) = self.get(name).await? {
             if existing.is_macvlan
                 && existing.parent == Some(carpdev_index)
                 && existing.mac == Some(mac)
             {
-                self.set_up(existing.index, false).await?;
+                // Left by a crashed carpd: down until we are MASTER. Adopted
+                // in a hitless restart: as it is.
+                if !adopt {
+                    self.set_up(existing.index, false).await?;
+                }
                 return Ok(existing.index);
             }
             return Err(LinkError::NotOurs {

@@ -18,7 +18,7 @@ pub const PROTO_ICMPV6: u8 = 58;
 pub enum L4 {
     /// TCP, UDP and other port-based protocols (SCTP, DCCP, UDP-Lite).
     Ports { src: u16, dst: u16 },
-    /// ICMP and ICMPv6: the echo id and the message type and code.
+    /// ICMP and `ICMPv6`: the echo id and the message type and code.
     Icmp { id: u16, kind: u8, code: u8 },
     /// A protocol conntrack tracks by addresses only (GRE without the
     /// helper, ESP, ...).
@@ -55,7 +55,7 @@ pub struct Flow {
     pub reply: Tuple,
     /// Conntrack zone (`CTA_ZONE`), 0 by default; part of the key.
     pub zone: u16,
-    /// `IPS_*` status bits (`CTA_STATUS`), e.g. ASSURED, SEEN_REPLY.
+    /// `IPS_*` status bits (`CTA_STATUS`), e.g. `ASSURED`, `SEEN_REPLY`.
     pub status: u32,
     /// Seconds until the kernel expires the entry (`CTA_TIMEOUT`).
     pub timeout_secs: u32,

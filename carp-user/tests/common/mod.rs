@@ -75,7 +75,7 @@ pub struct Harness {
 
 impl Harness {
     pub fn new() -> Self {
-        let mut dataplane = Dataplane::load().unwrap_or_else(|error| {
+        let mut dataplane = Dataplane::load(None).unwrap_or_else(|error| {
             panic!(
                 "loading the XDP program failed: {error}\n(these tests need root and BPF: run them with `cargo xtask test`)"
             )

@@ -119,7 +119,14 @@ impl Daemon {
                     &config,
                     &impls::carpd_config(mode, gateway.rank, &socket, vip),
                 )?;
-                Running::Carpd(Carpd::start(netns, gateway.name, &config, &socket, &log)?)
+                Running::Carpd(Carpd::start(
+                    netns,
+                    gateway.name,
+                    &config,
+                    &socket,
+                    &log,
+                    false,
+                )?)
             }
             Implementation::Ucarp => {
                 let ucarp = tools.ucarp.as_deref().context("ucarp was not looked for")?;

@@ -42,7 +42,7 @@ pub fn run() -> Result<()> {
         bail!("cargo xtask bench xdp loads BPF programs: run it as root");
     }
     crate::setup::run()?;
-    let mut dataplane = Dataplane::load().context(
+    let mut dataplane = Dataplane::load(None).context(
         "loading the XDP program (if setup just installed bpf-linker, run the benchmark again: this xtask was built without it)",
     )?;
     dataplane.add_vhid(LOOPBACK, VHID)?;

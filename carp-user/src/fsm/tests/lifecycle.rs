@@ -273,3 +273,55 @@ fn set_config_preempt_applies_to_the_next_advert() {
         Ok(expected)
     );
 }
+
+#[test]
+fn resume_takes_the_predecessors_role_without_a_transition() {
+    let cfg = config(iv(1, 100), false);
+    let mut resumed_master = Machine::new(cfg, COOKIE);
+    let output = resumed_master.resume(T0, true, 7);
+    assert_eq!(
+        output.transition, None,
+        "a hitless restart is no transition"
+    );
+    assert!(
+        !output.announce,
+        "the VIPs never moved: nothing to announce"
+    );
+    assert_eq!(
+        output.send_advert,
+        Some(AdvertToSend {
+            interval: iv(1, 100),
+            demote: 7
+        }),
+        "the peer heard nothing during the restart: advertise at once"
+    );
+    assert_eq!(resumed_master.state(), State::Master);
+    assert_eq!(
+        resumed_master.next_deadline(),
+        Some(T0 + ref_interval(iv(1, 100)))
+    );
+
+    let mut resumed_backup = Machine::new(cfg, COOKIE);
+    assert_eq!(resumed_backup.resume(T0, false, 0), Output::default());
+    assert_eq!(resumed_backup.state(), State::Backup);
+    assert_eq!(
+        resumed_backup.next_deadline(),
+        Some(T0 + ref_master_down(iv(1, 100)))
+    );
+}
+
+#[test]
+fn resume_only_leaves_init() {
+    for state in [State::Backup, State::Master] {
+        for master in [false, true] {
+            let mut machine = in_state(state, 0);
+            let before = snapshot(&machine);
+            assert_eq!(machine.resume(T0, master, 0), Output::default());
+            assert_eq!(
+                snapshot(&machine),
+                before,
+                "{state} resumed as master={master}"
+            );
+        }
+    }
+}
