@@ -63,14 +63,25 @@ pub const ROLE_MASTER: u8 = 1;
 pub struct VhidState {
     /// `ROLE_BACKUP` or `ROLE_MASTER`; anything else counts as backup.
     pub role: u8,
-    pub pad: [u8; 3],
+    /// 1 if this vhid leads a balanced group (`CARP_BALANCED` has an entry
+    /// under its key): frames for its MAC are split across the group.
+    pub leads_group: u8,
+    pub pad: [u8; 2],
 }
 
 impl VhidState {
     pub const fn new(master: bool) -> Self {
         Self {
             role: if master { ROLE_MASTER } else { ROLE_BACKUP },
-            pad: [0; 3],
+            leads_group: 0,
+            pad: [0; 2],
+        }
+    }
+
+    pub const fn leading_group(master: bool) -> Self {
+        Self {
+            leads_group: 1,
+            ..Self::new(master)
         }
     }
 
@@ -122,8 +133,43 @@ impl VipKey {
 #[repr(C)]
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
 pub struct VipOwner {
+    /// The vhid; for a balanced group, its leader (first node).
     pub vhid: u8,
-    pub pad: [u8; 3],
+    /// 1 if the VIP is shared by a balanced group: the packet's addresses
+    /// pick the node that decides.
+    pub balanced: u8,
+    pub pad: [u8; 2],
+}
+
+/// Most nodes (vhids) one balanced carp interface can have.
+pub const MAX_NODES: usize = 16;
+
+/// `BalanceGroup::mode`, after OpenBSD's `balancing` modes.
+pub const BALANCE_IP: u8 = 1;
+pub const BALANCE_IP_STEALTH: u8 = 2;
+pub const BALANCE_IP_UNICAST: u8 = 3;
+
+/// Value of the `CARP_BALANCED` map, keyed by the `VhidKey` of the group's
+/// leader: a carp interface whose addresses several vhids share, as
+/// OpenBSD's `carpnodes` with `balancing ip|ip-stealth|ip-unicast`. A
+/// packet belongs to node `nodes[hash % count]`, hash being the IPv4
+/// source xor destination. Written by the agent at configuration, read by
+/// the XDP program.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
+pub struct BalanceGroup {
+    /// The node vhids in configuration order; the first `count` are used.
+    pub nodes: [u8; MAX_NODES],
+    pub count: u8,
+    /// `BALANCE_IP`, `BALANCE_IP_STEALTH` or `BALANCE_IP_UNICAST`.
+    pub mode: u8,
+    /// The MAC the group's VIPs resolve to: multicast in `ip` mode.
+    pub shared_mac: [u8; 6],
+    /// The carpdev's own MAC: accepted frames are readdressed to it (one
+    /// copy for the stack, however many carp interfaces share the
+    /// carpdev), and ARP replies leave from it.
+    pub carpdev_mac: [u8; 6],
+    pub pad: [u8; 2],
 }
 
 /// The single entry of the `CARP_AGENT` array: the agent's heartbeat.
@@ -195,10 +241,13 @@ pub enum Verdict {
     /// An ARP reply, gratuitous ARP or neighbour advertisement for a VIP
     /// from another MAC than the vhid's virtual MAC: passed, reported.
     Claim = 10,
+    /// An ARP request for a balanced VIP, answered by the program itself
+    /// with the group's shared MAC (the node the requester hashes to).
+    Answered = 11,
 }
 
 impl Verdict {
-    pub const COUNT: usize = 11;
+    pub const COUNT: usize = 12;
     pub const ALL: [Verdict; Self::COUNT] = [
         Verdict::Accepted,
         Verdict::BadTtl,
@@ -211,6 +260,7 @@ impl Verdict {
         Verdict::NotOwned,
         Verdict::AgentStale,
         Verdict::Claim,
+        Verdict::Answered,
     ];
 
     /// Whether this is about traffic for a VIP or virtual MAC (ownership),
@@ -218,14 +268,21 @@ impl Verdict {
     pub const fn is_ownership(self) -> bool {
         matches!(
             self,
-            Verdict::Owned | Verdict::NotOwned | Verdict::AgentStale | Verdict::Claim
+            Verdict::Owned
+                | Verdict::NotOwned
+                | Verdict::AgentStale
+                | Verdict::Claim
+                | Verdict::Answered
         )
     }
 
     /// Whether the program dropped the packet (the drop counters), as
     /// opposed to passing it or handing it to the agent.
     pub const fn is_drop(self) -> bool {
-        !matches!(self, Verdict::Accepted | Verdict::Owned | Verdict::Claim)
+        !matches!(
+            self,
+            Verdict::Accepted | Verdict::Owned | Verdict::Claim | Verdict::Answered
+        )
     }
 
     /// Decodes a counter key's reason byte; `None` for bytes no verdict has.
@@ -251,6 +308,7 @@ impl Verdict {
             Verdict::NotOwned => "notowned",
             Verdict::AgentStale => "agentstale",
             Verdict::Claim => "claim",
+            Verdict::Answered => "answered",
         }
     }
 }
@@ -311,6 +369,7 @@ const _: () = assert!(core::mem::size_of::<VhidKey>() == 8);
 const _: () = assert!(core::mem::size_of::<VhidState>() == 4);
 const _: () = assert!(core::mem::size_of::<VipKey>() == 24);
 const _: () = assert!(core::mem::size_of::<VipOwner>() == 4);
+const _: () = assert!(core::mem::size_of::<BalanceGroup>() == 32);
 const _: () = assert!(core::mem::size_of::<AgentHeartbeat>() == 16);
 const _: () = assert!(core::mem::size_of::<ClaimEvent>() == 40);
 const _: () = assert!(core::mem::size_of::<VipClaim>() == 16);
@@ -325,6 +384,7 @@ mod pod {
     unsafe impl aya::Pod for super::VhidState {}
     unsafe impl aya::Pod for super::VipKey {}
     unsafe impl aya::Pod for super::VipOwner {}
+    unsafe impl aya::Pod for super::BalanceGroup {}
     unsafe impl aya::Pod for super::AgentHeartbeat {}
     unsafe impl aya::Pod for super::ClaimEvent {}
     unsafe impl aya::Pod for super::VipClaim {}

@@ -14,8 +14,8 @@
 #![no_std]
 
 use carp_common::{
-    AgentHeartbeat, CARP_HEADER_LEN, CARP_TTL, CARP_TYPE_ADVERTISEMENT, CARP_VERSION, ROLE_MASTER,
-    Verdict, VhidState,
+    AgentHeartbeat, BalanceGroup, CARP_HEADER_LEN, CARP_TTL, CARP_TYPE_ADVERTISEMENT, CARP_VERSION,
+    MAX_NODES, ROLE_MASTER, Verdict, VhidState,
 };
 
 /// IPv4 flags and fragment offset field (host order): MF and the offset.
@@ -110,6 +110,65 @@ pub fn virtual_mac_vhid(mac: &[u8; 6]) -> Option<u8> {
 /// The unicast virtual MAC of `vhid`.
 pub const fn virtual_mac(vhid: u8) -> [u8; 6] {
     [0x00, 0x00, 0x5e, 0x00, 0x01, vhid]
+}
+
+/// The MAC a balanced group's VIPs resolve to in `balancing ip` mode: a
+/// multicast one, so every switch floods it to every node.
+pub const fn multicast_virtual_mac(vhid: u8) -> [u8; 6] {
+    [0x01, 0x00, 0x5e, 0x00, 0x01, vhid]
+}
+
+/// The node (vhid) of a balanced group that owns the IPv4 packet (or ARP
+/// request) between `source` and `destination`: as OpenBSD's ip
+/// balancing, the addresses xor-folded, modulo the number of nodes. Both
+/// directions of a flow land on the same node. None for an empty group.
+pub fn balance_node(group: &BalanceGroup, source: [u8; 4], destination: [u8; 4]) -> Option<u8> {
+    let count = u32::from(group.count);
+    if count == 0 || count as usize > MAX_NODES {
+        return None;
+    }
+    let fold = u32::from_be_bytes(source) ^ u32::from_be_bytes(destination);
+    let index = fold % count;
+    // A scan rather than `nodes[index]`: the BPF verifier loses the bounds
+    // of a remainder and refuses a variable offset into the stack.
+    let mut position = 0u32;
+    #[expect(
+        clippy::explicit_counter_loop,
+        reason = "the enumerate form compiles back into the indexing the verifier refuses"
+    )]
+    for node in group.nodes {
+        if position == index {
+            return Some(node);
+        }
+        position += 1;
+    }
+    None
+}
+
+/// Ethernet header plus ARP for IPv4 over Ethernet.
+pub const ARP_FRAME_LEN: usize = 42;
+
+/// The reply to the ARP request `request` (a whole frame), as the node
+/// answering for a balanced VIP sends it: from `from_mac` (the carpdev's
+/// own MAC, so no switch learns the shared one), saying the requested
+/// address is at `answer_mac`.
+pub fn arp_reply(
+    request: &[u8; ARP_FRAME_LEN],
+    from_mac: [u8; 6],
+    answer_mac: [u8; 6],
+) -> [u8; ARP_FRAME_LEN] {
+    let mut reply = *request;
+    // Ethernet: back to the requester.
+    reply[0..6].copy_from_slice(&request[22..28]);
+    reply[6..12].copy_from_slice(&from_mac);
+    // ARP: operation 2, sender = the VIP at `answer_mac`, target = requester.
+    reply[20] = 0;
+    reply[21] = 2;
+    reply[22..28].copy_from_slice(&answer_mac);
+    reply[28..32].copy_from_slice(&request[38..42]);
+    reply[32..38].copy_from_slice(&request[22..28]);
+    reply[38..42].copy_from_slice(&request[28..32]);
+    reply
 }
 
 /// 224.0.0.18, the IPv4 CARP group, in network byte order.
@@ -220,7 +279,7 @@ mod tests {
         );
         let odd_role = VhidState {
             role: 7,
-            pad: [0; 3],
+            ..VhidState::default()
         };
         assert_eq!(owned(odd_role, live, 1_000), Err(Verdict::NotOwned));
         assert_eq!(
@@ -245,6 +304,74 @@ mod tests {
         );
         assert_eq!(virtual_mac_vhid(&[0x02, 0x00, 0x5e, 0x00, 0x01, 1]), None);
         assert_eq!(virtual_mac_vhid(&[0xff; 6]), None);
+    }
+
+    fn group(nodes: &[u8]) -> BalanceGroup {
+        let mut group = BalanceGroup::default();
+        group.nodes[..nodes.len()].copy_from_slice(nodes);
+        group.count = u8::try_from(nodes.len()).unwrap_or(0);
+        group
+    }
+
+    #[test]
+    fn balancing_folds_source_xor_destination_modulo_the_nodes() {
+        let two = group(&[3, 4]);
+        // 10.0.1.101 ^ 10.0.1.50: the low bytes 101 ^ 50 = 87, odd.
+        assert_eq!(balance_node(&two, [10, 0, 1, 101], [10, 0, 1, 50]), Some(4));
+        // 100 ^ 50 = 86, even.
+        assert_eq!(balance_node(&two, [10, 0, 1, 100], [10, 0, 1, 50]), Some(3));
+        let three = group(&[7, 8, 9]);
+        assert_eq!(balance_node(&three, [0, 0, 0, 5], [0, 0, 0, 0]), Some(9));
+        assert_eq!(balance_node(&group(&[]), [1; 4], [2; 4]), None);
+        let mut corrupt = group(&[1]);
+        corrupt.count = 200;
+        assert_eq!(balance_node(&corrupt, [1; 4], [2; 4]), None);
+    }
+
+    #[test]
+    fn both_directions_of_a_flow_hash_to_one_node() {
+        let nodes = group(&[1, 2, 3, 4, 5]);
+        for a in 0..=255u8 {
+            let (x, y) = ([10, a, 3, 4], [192, 168, a, 9]);
+            assert_eq!(balance_node(&nodes, x, y), balance_node(&nodes, y, x));
+        }
+    }
+
+    #[test]
+    fn every_node_gets_a_share_of_many_sources() {
+        let nodes = group(&[1, 2]);
+        let mut shares = [0u32; 2];
+        for host in 1..=200u8 {
+            let node = balance_node(&nodes, [10, 0, 1, host], [10, 0, 1, 50]);
+            shares[usize::from(node.unwrap_or(1) - 1)] += 1;
+        }
+        assert_eq!(shares, [100, 100]);
+    }
+
+    #[test]
+    fn an_arp_reply_answers_the_requester_with_the_shared_mac() {
+        let requester = [0x52, 0x54, 0, 0, 0, 1];
+        let mut request = [0u8; ARP_FRAME_LEN];
+        request[0..6].copy_from_slice(&[0xff; 6]);
+        request[6..12].copy_from_slice(&requester);
+        request[12..14].copy_from_slice(&[0x08, 0x06]);
+        request[14..22].copy_from_slice(&[0, 1, 0x08, 0, 6, 4, 0, 1]);
+        request[22..28].copy_from_slice(&requester);
+        request[28..32].copy_from_slice(&[10, 0, 1, 100]);
+        request[38..42].copy_from_slice(&[10, 0, 1, 50]);
+        let carpdev = [0x02, 0, 0, 0, 0, 2];
+        let shared = multicast_virtual_mac(3);
+        let reply = arp_reply(&request, carpdev, shared);
+        let mut expected = [0u8; ARP_FRAME_LEN];
+        expected[0..6].copy_from_slice(&requester);
+        expected[6..12].copy_from_slice(&carpdev);
+        expected[12..14].copy_from_slice(&[0x08, 0x06]);
+        expected[14..22].copy_from_slice(&[0, 1, 0x08, 0, 6, 4, 0, 2]);
+        expected[22..28].copy_from_slice(&shared);
+        expected[28..32].copy_from_slice(&[10, 0, 1, 50]);
+        expected[32..38].copy_from_slice(&requester);
+        expected[38..42].copy_from_slice(&[10, 0, 1, 100]);
+        assert_eq!(reply, expected);
     }
 
     #[test]

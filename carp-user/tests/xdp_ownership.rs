@@ -26,7 +26,7 @@ fn harness() -> Harness {
     for vip in [IpAddr::V4(VIP4), IpAddr::V6(VIP6)] {
         harness
             .dataplane
-            .add_vip(LOOPBACK, VHID, vip)
+            .add_vip(LOOPBACK, VHID, vip, false)
             .expect("the VIP map takes a VIP");
     }
     harness
@@ -166,7 +166,7 @@ fn a_stale_or_missing_heartbeat_fails_closed() {
     let mut harness = Harness::new();
     harness
         .dataplane
-        .add_vip(LOOPBACK, VHID, IpAddr::V4(VIP4))
+        .add_vip(LOOPBACK, VHID, IpAddr::V4(VIP4), false)
         .expect("VIP");
     set_master(&mut harness, true);
     let frame = ipv4_to(virtual_mac(), VIP4);

@@ -163,7 +163,12 @@ fn everything_else_passes_untouched() {
         ("UDP", ethernet(frames::ETHERTYPE_IPV4, &udp)),
         (
             "ARP",
-            frames::gratuitous_arp(carp::net::virtual_mac(VHID), SOURCE_V4).to_vec(),
+            frames::gratuitous_arp(
+                carp::net::virtual_mac(VHID),
+                carp::net::virtual_mac(VHID),
+                SOURCE_V4,
+            )
+            .to_vec(),
         ),
         ("VLAN-tagged CARP", vlan),
         // The kernel hands XDP no frame shorter than an Ethernet header.

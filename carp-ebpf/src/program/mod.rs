@@ -19,8 +19,8 @@ use aya_ebpf::{
     programs::XdpContext,
 };
 use carp_common::{
-    ADVERT_RING_BYTES, AgentHeartbeat, CLAIM_RING_BYTES, CounterKey, MAX_COUNTER_KEYS, MAX_VHIDS,
-    MAX_VIPS, Verdict, VhidKey, VhidState, VipClaim, VipKey, VipOwner,
+    ADVERT_RING_BYTES, AgentHeartbeat, BalanceGroup, CLAIM_RING_BYTES, CounterKey,
+    MAX_COUNTER_KEYS, MAX_VHIDS, MAX_VIPS, Verdict, VhidKey, VhidState, VipClaim, VipKey, VipOwner,
 };
 
 /// This node's role per configured (carpdev, vhid). Written by the agent
@@ -31,6 +31,11 @@ static CARP_VHIDS: HashMap<VhidKey, VhidState> = HashMap::with_max_entries(MAX_V
 /// Which vhid each VIP belongs to. Written by the agent, read here.
 #[map(name = "CARP_VIPS")]
 static CARP_VIPS: HashMap<VipKey, VipOwner> = HashMap::with_max_entries(MAX_VIPS, 0);
+
+/// Balanced groups (carpnodes), keyed by their leader vhid. Written by the
+/// agent at configuration, read here.
+#[map(name = "CARP_BALANCED")]
+static CARP_BALANCED: HashMap<VhidKey, BalanceGroup> = HashMap::with_max_entries(MAX_VHIDS, 0);
 
 /// The agent's heartbeat (entry 0). Written by the agent, read here.
 #[map(name = "CARP_AGENT")]
@@ -83,7 +88,7 @@ fn try_carp(ctx: &XdpContext) -> u32 {
     let Some(ethernet) = read::<[u8; ETH_HEADER_LEN]>(ctx, 0) else {
         return xdp_action::XDP_PASS;
     };
-    if let Some(action) = ownership::for_virtual_mac(ifindex, &ethernet) {
+    if let Some(action) = ownership::for_virtual_mac(ctx, ifindex, &ethernet) {
         return action;
     }
     match u16::from_be_bytes([ethernet[12], ethernet[13]]) {
@@ -138,6 +143,20 @@ fn read<T: Copy>(ctx: &XdpContext, offset: usize) -> Option<T> {
     // SAFETY: the bytes lie inside the frame (checked above); `T` is a byte
     // array, so any alignment and any bit pattern is fine.
     Some(unsafe { (start as *const T).read_unaligned() })
+}
+
+/// The one place packet bytes are written: `value` at `offset` if the
+/// frame holds it. Returns whether it did.
+#[inline(always)]
+fn write<T: Copy>(ctx: &XdpContext, offset: usize, value: T) -> bool {
+    let start = ctx.data() + offset;
+    if start + core::mem::size_of::<T>() > ctx.data_end() {
+        return false;
+    }
+    // SAFETY: the bytes lie inside the frame (checked above), which the
+    // program may rewrite; `T` is a byte array, any alignment is fine.
+    unsafe { (start as *mut T).write_unaligned(value) };
+    true
 }
 
 #[cfg(not(test))]

@@ -3,14 +3,19 @@
 //! vhid (MASTER, agent alive). ARP replies, gratuitous ARPs and neighbour
 //! advertisements for a VIP are recorded, and reported to the agent when
 //! the claiming MAC is not the vhid's virtual MAC while we own it.
+//!
+//! Balanced groups (carpnodes): every node sees every frame for the shared
+//! MAC or a shared VIP; the packet's IPv4 addresses pick the node whose
+//! role decides. Accepted frames for the shared MAC are readdressed to the
+//! carpdev, and the node an ARP requester hashes to answers it here.
 
 use aya_ebpf::{bindings::xdp_action, helpers::bpf_ktime_get_ns, programs::XdpContext};
-use carp_common::{ClaimEvent, Verdict, VhidState, VipClaim, VipKey};
-use carp_ebpf::{owned, virtual_mac, virtual_mac_vhid};
+use carp_common::{BalanceGroup, ClaimEvent, Verdict, VhidKey, VhidState, VipClaim, VipKey};
+use carp_ebpf::{ARP_FRAME_LEN, arp_reply, balance_node, owned, virtual_mac, virtual_mac_vhid};
 
 use super::{
-    CARP_AGENT, CARP_CLAIMED, CARP_CLAIMS, CARP_VIPS, ETH_HEADER_LEN, counted, drop_counted, read,
-    vhid_state,
+    CARP_AGENT, CARP_BALANCED, CARP_CLAIMED, CARP_CLAIMS, CARP_VIPS, ETH_HEADER_LEN, ETH_P_ARP,
+    ETH_P_IPV4, counted, drop_counted, read, vhid_state, write,
 };
 
 const IPV4_HEADER_LEN: usize = 20;
@@ -24,9 +29,14 @@ const ND_SOLICITATION: u8 = 135;
 const ND_ADVERTISEMENT: u8 = 136;
 
 /// Frames addressed to a configured vhid's virtual MAC: the vhid decides,
-/// whatever they carry. None when the destination is no such MAC.
+/// whatever they carry; for a balanced group's shared MAC, the node the
+/// packet hashes to. None when the destination is no such MAC.
 #[inline(always)]
-pub fn for_virtual_mac(ifindex: u32, ethernet: &[u8; ETH_HEADER_LEN]) -> Option<u32> {
+pub fn for_virtual_mac(
+    ctx: &XdpContext,
+    ifindex: u32,
+    ethernet: &[u8; ETH_HEADER_LEN],
+) -> Option<u32> {
     let destination = [
         ethernet[0],
         ethernet[1],
@@ -37,7 +47,46 @@ pub fn for_virtual_mac(ifindex: u32, ethernet: &[u8; ETH_HEADER_LEN]) -> Option<
     ];
     let vhid = virtual_mac_vhid(&destination)?;
     let state = vhid_state(ifindex, vhid)?;
-    Some(decide(ifindex, vhid, state))
+    if state.leads_group == 0 {
+        return Some(decide(ifindex, vhid, state));
+    }
+    Some(for_shared_mac(ctx, ifindex, vhid, state, ethernet))
+}
+
+/// A frame for a balanced group's shared MAC. Accepted IPv4 is readdressed
+/// to the carpdev: in `ip` mode the MAC is multicast, and every carp
+/// interface on the carpdev would take a copy of the frame.
+#[inline(always)]
+fn for_shared_mac(
+    ctx: &XdpContext,
+    ifindex: u32,
+    leader: u8,
+    state: VhidState,
+    ethernet: &[u8; ETH_HEADER_LEN],
+) -> u32 {
+    let Some(group) = group(ifindex, leader) else {
+        return drop_counted(ifindex, leader, Verdict::NotOwned);
+    };
+    match u16::from_be_bytes([ethernet[12], ethernet[13]]) {
+        ETH_P_IPV4 => {
+            let Some(ip) = read::<[u8; IPV4_HEADER_LEN]>(ctx, ETH_HEADER_LEN) else {
+                return drop_counted(ifindex, leader, Verdict::NotOwned);
+            };
+            let action = decide_balanced(
+                ifindex,
+                &group,
+                [ip[12], ip[13], ip[14], ip[15]],
+                [ip[16], ip[17], ip[18], ip[19]],
+            );
+            if action == xdp_action::XDP_PASS && !write(ctx, 0, group.carpdev_mac) {
+                return xdp_action::XDP_DROP;
+            }
+            action
+        }
+        ETH_P_ARP => arp(ctx, ifindex),
+        // Balanced groups carry IPv4 only; anything else follows the leader.
+        _ => decide(ifindex, leader, state),
+    }
 }
 
 /// IPv4 packets for a VIP.
@@ -46,9 +95,21 @@ pub fn ipv4(ctx: &XdpContext, ifindex: u32) -> u32 {
     let Some(ip) = read::<[u8; IPV4_HEADER_LEN]>(ctx, ETH_HEADER_LEN) else {
         return xdp_action::XDP_PASS;
     };
-    let destination = VipKey::v4(ifindex, [ip[16], ip[17], ip[18], ip[19]]);
-    match vip(ifindex, &destination) {
-        Some((vhid, state)) => decide(ifindex, vhid, state),
+    let source = [ip[12], ip[13], ip[14], ip[15]];
+    let address = [ip[16], ip[17], ip[18], ip[19]];
+    let destination = VipKey::v4(ifindex, address);
+    // SAFETY: a plain-data value copied out at once.
+    let Some(owner) = CARP_VIPS.get_ptr(&destination).map(|o| unsafe { *o }) else {
+        return xdp_action::XDP_PASS;
+    };
+    if owner.balanced != 0 {
+        return match group(ifindex, owner.vhid) {
+            Some(group) => decide_balanced(ifindex, &group, source, address),
+            None => drop_counted(ifindex, owner.vhid, Verdict::NotOwned),
+        };
+    }
+    match vhid_state(ifindex, owner.vhid) {
+        Some(state) => decide(ifindex, owner.vhid, state),
         None => xdp_action::XDP_PASS,
     }
 }
@@ -89,7 +150,7 @@ pub fn ipv6(ctx: &XdpContext, ifindex: u32, ethernet: &[u8; ETH_HEADER_LEN]) -> 
                 ethernet[10],
                 ethernet[11],
             ];
-            note_claim(ifindex, vhid, state, &key, source)
+            note_claim(ifindex, vhid, state, &key, source, virtual_mac(vhid))
         }
         _ => xdp_action::XDP_PASS,
     }
@@ -106,21 +167,95 @@ pub fn arp(ctx: &XdpContext, ifindex: u32) -> u32 {
         return xdp_action::XDP_PASS;
     }
     let sender_mac = [arp[8], arp[9], arp[10], arp[11], arp[12], arp[13]];
-    let sender = VipKey::v4(ifindex, [arp[14], arp[15], arp[16], arp[17]]);
-    let target = VipKey::v4(ifindex, [arp[24], arp[25], arp[26], arp[27]]);
+    let sender_ip = [arp[14], arp[15], arp[16], arp[17]];
+    let target_ip = [arp[24], arp[25], arp[26], arp[27]];
+    let sender = VipKey::v4(ifindex, sender_ip);
+    let target = VipKey::v4(ifindex, target_ip);
     let request = u16::from_be_bytes([arp[6], arp[7]]) == ARP_REQUEST;
     // A request for a VIP from someone else: only the owner may answer.
-    if request
-        && sender.address != target.address
-        && let Some((vhid, state)) = vip(ifindex, &target)
-    {
-        return decide(ifindex, vhid, state);
+    if request && sender.address != target.address {
+        // SAFETY: a plain-data value copied out at once.
+        if let Some(owner) = CARP_VIPS.get_ptr(&target).map(|o| unsafe { *o }) {
+            if owner.balanced != 0 {
+                return answer_balanced(ctx, ifindex, owner.vhid, sender_ip, target_ip);
+            }
+            if let Some(state) = vhid_state(ifindex, owner.vhid) {
+                return decide(ifindex, owner.vhid, state);
+            }
+        }
     }
     // A reply, or a gratuitous ARP (sender = target), with a VIP as sender.
-    if let Some((vhid, state)) = vip(ifindex, &sender) {
-        return note_claim(ifindex, vhid, state, &sender, sender_mac);
+    // SAFETY: a plain-data value copied out at once.
+    if let Some(owner) = CARP_VIPS.get_ptr(&sender).map(|o| unsafe { *o })
+        && let Some(state) = vhid_state(ifindex, owner.vhid)
+    {
+        let expected = if owner.balanced != 0 {
+            group(ifindex, owner.vhid).map_or(virtual_mac(owner.vhid), |g| g.shared_mac)
+        } else {
+            virtual_mac(owner.vhid)
+        };
+        return note_claim(ifindex, owner.vhid, state, &sender, sender_mac, expected);
     }
     xdp_action::XDP_PASS
+}
+
+/// An ARP request for a balanced VIP: the node the requester hashes to
+/// answers it in place with the shared MAC; every other node drops it.
+#[inline(always)]
+fn answer_balanced(
+    ctx: &XdpContext,
+    ifindex: u32,
+    leader: u8,
+    requester: [u8; 4],
+    vip: [u8; 4],
+) -> u32 {
+    let Some(group) = group(ifindex, leader) else {
+        return drop_counted(ifindex, leader, Verdict::NotOwned);
+    };
+    let Some(node) = balance_node(&group, requester, vip) else {
+        return drop_counted(ifindex, leader, Verdict::NotOwned);
+    };
+    let Some(state) = vhid_state(ifindex, node) else {
+        return drop_counted(ifindex, leader, Verdict::NotOwned);
+    };
+    if let Err(verdict) = owned(state, heartbeat(), now()) {
+        return drop_counted(ifindex, node, verdict);
+    }
+    let Some(request) = read::<[u8; ARP_FRAME_LEN]>(ctx, 0) else {
+        return drop_counted(ifindex, node, Verdict::NotOwned);
+    };
+    if !write(
+        ctx,
+        0,
+        arp_reply(&request, group.carpdev_mac, group.shared_mac),
+    ) {
+        return drop_counted(ifindex, node, Verdict::NotOwned);
+    }
+    counted(ifindex, node, Verdict::Answered, xdp_action::XDP_TX)
+}
+
+/// A balanced group by its leader.
+#[inline(always)]
+fn group(ifindex: u32, leader: u8) -> Option<BalanceGroup> {
+    // SAFETY: a plain-data value copied out at once.
+    CARP_BALANCED
+        .get_ptr(&VhidKey::new(ifindex, leader))
+        .map(|group| unsafe { *group })
+}
+
+/// Pass and count while we own the node the addresses hash to.
+#[inline(always)]
+fn decide_balanced(
+    ifindex: u32,
+    group: &BalanceGroup,
+    source: [u8; 4],
+    destination: [u8; 4],
+) -> u32 {
+    let node = balance_node(group, source, destination).unwrap_or(group.nodes[0]);
+    match vhid_state(ifindex, node) {
+        Some(state) => decide(ifindex, node, state),
+        None => drop_counted(ifindex, node, Verdict::NotOwned),
+    }
 }
 
 /// The vhid a VIP belongs to and this node's role for it.
@@ -140,11 +275,19 @@ fn decide(ifindex: u32, vhid: u8, state: VhidState) -> u32 {
     }
 }
 
-/// Records who claimed a VIP; a claim by another MAC than the virtual one
-/// while we own the vhid is a conflict the agent must hear of at once.
-/// The frame itself passes: the kernel keeps its neighbour cache.
+/// Records who claimed a VIP; a claim by another MAC than `expected` (the
+/// virtual or shared one) while we own the vhid is a conflict the agent
+/// must hear of at once. The frame itself passes: the kernel keeps its
+/// neighbour cache.
 #[inline(always)]
-fn note_claim(ifindex: u32, vhid: u8, state: VhidState, key: &VipKey, mac: [u8; 6]) -> u32 {
+fn note_claim(
+    ifindex: u32,
+    vhid: u8,
+    state: VhidState,
+    key: &VipKey,
+    mac: [u8; 6],
+    expected: [u8; 6],
+) -> u32 {
     let seen_ns = now();
     // Fails only when the map is full; the status then lacks this VIP.
     let _ = CARP_CLAIMED.insert(
@@ -156,7 +299,7 @@ fn note_claim(ifindex: u32, vhid: u8, state: VhidState, key: &VipKey, mac: [u8; 
         },
         0,
     );
-    if mac == virtual_mac(vhid) || owned(state, heartbeat(), seen_ns).is_err() {
+    if mac == expected || owned(state, heartbeat(), seen_ns).is_err() {
         return xdp_action::XDP_PASS;
     }
     if let Some(mut entry) = CARP_CLAIMS.reserve::<ClaimEvent>(0) {

@@ -1,9 +1,12 @@
 //! carpd's configuration: TOML, validated into types the agent can trust.
 //! Every error names the file, the table and the key, and says why.
 
+mod balancing;
 mod raw;
 mod track;
 mod validate;
+
+pub use balancing::{BalanceMode, Balancing, Node};
 
 use std::fmt;
 use std::net::{IpAddr, SocketAddr};
@@ -51,6 +54,22 @@ pub struct CarpConfig {
     /// Also fold the demote sum into the advertised advskew (clamped to
     /// 240): FreeBSD and pfSense never read the demote byte.
     pub freebsd_compat: bool,
+    /// Several vhids sharing the addresses (carpnodes); `vhid` and
+    /// `advskew` are then the first node's.
+    pub balancing: Option<Balancing>,
+}
+
+impl CarpConfig {
+    /// Every vhid this interface runs an election for, with its advskew.
+    pub fn nodes(&self) -> Vec<Node> {
+        match &self.balancing {
+            Some(balancing) => balancing.nodes.clone(),
+            None => vec![Node {
+                vhid: self.vhid,
+                advskew: self.advskew,
+            }],
+        }
+    }
 }
 
 /// Commands run through `sh -c` on events, never waited for by the agent.

@@ -35,6 +35,8 @@ pub struct RawCarp {
     pub groups: Vec<String>,
     pub peer: Option<String>,
     pub freebsd_compat: Option<bool>,
+    pub balancing: Option<String>,
+    pub nodes: Option<Vec<String>>,
 }
 
 #[derive(Debug, Deserialize)]

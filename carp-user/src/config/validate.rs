@@ -99,12 +99,26 @@ fn validate_carp(table: RawCarp, context: &Context<'_>) -> Result<CarpConfig, Co
         .carpdev
         .ok_or_else(|| context.error("carpdev is missing"))?;
     check_ifname(&carpdev, "carpdev", context)?;
-    let vhid = table.vhid.ok_or_else(|| context.error("vhid is missing"))?;
-    let vhid = in_range(vhid, 1, 255, "vhid", context)?;
-    let advbase = in_range(table.advbase.unwrap_or(1), 0, 255, "advbase", context)?;
-    let advskew = in_range(table.advskew.unwrap_or(0), 0, 254, "advskew", context)?;
-    let pass = passphrase(table.pass, table.pass_file, context)?;
     let addresses = addresses(table.addresses, context)?;
+    let balancing = super::balancing::balancing(
+        table.balancing,
+        table.nodes,
+        table.vhid.is_some() || table.advskew.is_some(),
+        &addresses,
+        table.peer.is_some(),
+        context,
+    )?;
+    let (vhid, advskew) = if let Some(balancing) = &balancing {
+        (balancing.nodes[0].vhid, balancing.nodes[0].advskew)
+    } else {
+        let vhid = table.vhid.ok_or_else(|| context.error("vhid is missing"))?;
+        (
+            in_range(vhid, 1, 255, "vhid", context)?,
+            in_range(table.advskew.unwrap_or(0), 0, 254, "advskew", context)?,
+        )
+    };
+    let advbase = in_range(table.advbase.unwrap_or(1), 0, 255, "advbase", context)?;
+    let pass = passphrase(table.pass, table.pass_file, context)?;
     let groups = groups(table.groups, context)?;
     let peer = match table.peer {
         Some(text) => Some(peer(&text, &addresses, context)?),
@@ -121,6 +135,7 @@ fn validate_carp(table: RawCarp, context: &Context<'_>) -> Result<CarpConfig, Co
         groups,
         peer,
         freebsd_compat: table.freebsd_compat.unwrap_or(false),
+        balancing,
     })
 }
 
@@ -303,10 +318,17 @@ fn check_uniqueness(carp: &[CarpConfig], path: &Path) -> Result<(), ConfigError>
             if earlier.name == table.name {
                 return Err(context.error(format!("name {} is used twice", table.name)));
             }
-            if earlier.carpdev == table.carpdev && earlier.vhid == table.vhid {
+            let taken = earlier.nodes();
+            let clash = table
+                .nodes()
+                .into_iter()
+                .find(|node| taken.iter().any(|t| t.vhid == node.vhid));
+            if let Some(node) = clash
+                && earlier.carpdev == table.carpdev
+            {
                 return Err(context.error(format!(
                     "vhid {} on {} is already used by {}",
-                    table.vhid, table.carpdev, earlier.name
+                    node.vhid, table.carpdev, earlier.name
                 )));
             }
         }

@@ -48,8 +48,11 @@ impl Agent {
         }
     }
 
-    fn vhid_index(&self, interface: &str) -> Option<usize> {
-        self.vhids.iter().position(|v| v.name() == interface)
+    /// The vhids of a carp interface: one, or a balanced interface's nodes.
+    fn vhid_indices(&self, interface: &str) -> Vec<usize> {
+        (0..self.vhids.len())
+            .filter(|&index| self.vhids[index].name() == interface)
+            .collect()
     }
 
     async fn demote_group(&mut self, group: &str, by: i64) -> Response {
@@ -68,8 +71,14 @@ impl Agent {
     }
 
     async fn set_advskew(&mut self, interface: &str, advskew: u8) -> Response {
-        let Some(index) = self.vhid_index(interface) else {
-            return no_such_interface(interface);
+        let index = match self.vhid_indices(interface)[..] {
+            [] => return no_such_interface(interface),
+            [index] => index,
+            _ => {
+                return error(format!(
+                    "{interface} is balanced: each node has its own advskew (set them in the configuration)"
+                ));
+            }
         };
         if advskew > 254 {
             return error(format!(
@@ -91,52 +100,67 @@ impl Agent {
         done(format!("{interface}: advskew {advskew}"))
     }
 
+    /// On a balanced interface, every node.
     async fn set_state(&mut self, interface: &str, state: &str) -> Response {
-        let Some(index) = self.vhid_index(interface) else {
+        let indices = self.vhid_indices(interface);
+        if indices.is_empty() {
             return no_such_interface(interface);
-        };
+        }
         let to = match state {
             "master" | "MASTER" => State::Master,
             "backup" | "BACKUP" => State::Backup,
             other => return error(format!("state {other}: use master or backup")),
         };
-        if self.vhids[index].admin_down || !self.vhids[index].carpdev_carrier {
+        if indices
+            .iter()
+            .any(|&i| self.vhids[i].admin_down || !self.vhids[i].carpdev_carrier)
+        {
             return error(format!(
                 "{interface}: is down (carpctl up, or its carpdev has no carrier)"
             ));
         }
-        let demote = self.demote_of(index);
-        let output = self.vhids[index].machine.force(clock::now(), to, demote);
-        self.apply(index, output).await;
+        for index in indices {
+            let demote = self.demote_of(index);
+            let output = self.vhids[index].machine.force(clock::now(), to, demote);
+            self.apply(index, output).await;
+        }
         done(format!("{interface}: {to}"))
     }
 
     /// Like `ifconfig carp0 down`: bow out so the backup takes over at once,
     /// then stay in INIT.
     async fn admin_down(&mut self, interface: &str) -> Response {
-        let Some(index) = self.vhid_index(interface) else {
+        let indices = self.vhid_indices(interface);
+        if indices.is_empty() {
             return no_such_interface(interface);
-        };
-        self.vhids[index].admin_down = true;
-        let demote = self.demote_of(index);
-        let output = self.vhids[index].machine.bow_out(demote);
-        self.apply(index, output).await;
+        }
+        for index in indices {
+            self.vhids[index].admin_down = true;
+            let demote = self.demote_of(index);
+            let output = self.vhids[index].machine.bow_out(demote);
+            self.apply(index, output).await;
+        }
         done(format!("{interface}: down"))
     }
 
     async fn admin_up(&mut self, interface: &str) -> Response {
-        let Some(index) = self.vhid_index(interface) else {
+        let indices = self.vhid_indices(interface);
+        let Some(&first) = indices.first() else {
             return no_such_interface(interface);
         };
-        self.vhids[index].admin_down = false;
-        if !self.vhids[index].carpdev_carrier {
+        for &index in &indices {
+            self.vhids[index].admin_down = false;
+        }
+        if !self.vhids[first].carpdev_carrier {
             return done(format!(
                 "{interface}: up, waiting for a carrier on {}",
-                self.vhids[index].config.carpdev
+                self.vhids[first].config.carpdev
             ));
         }
-        let output = self.vhids[index].machine.start(clock::now());
-        self.apply(index, output).await;
+        for index in indices {
+            let output = self.vhids[index].machine.start(clock::now());
+            self.apply(index, output).await;
+        }
         done(format!("{interface}: up"))
     }
 }

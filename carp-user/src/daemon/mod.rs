@@ -402,7 +402,11 @@ impl Agent {
         if output.announce {
             self.vhids[index].announce();
         }
-        if stepped_down {
+        // A balanced interface stays up while we are MASTER of any node.
+        let shared_with_a_master = self.vhids.iter().any(|v| {
+            v.carp_index == self.vhids[index].carp_index && v.machine.state() == State::Master
+        });
+        if stepped_down && !shared_with_a_master {
             self.set_link(index, false).await;
         }
     }

@@ -17,17 +17,17 @@ use super::vhid::{SendHealth, Vhid};
 use super::{Agent, EVENT_QUEUE, Exit, Inputs};
 use crate::api::Counters;
 use crate::clock;
-use crate::config::{CarpConfig, Config};
+use crate::config::{BalanceMode, Balancing, CarpConfig, Config};
 use crate::dataplane::{Dataplane, PinDir, PinnedState, Previous, vip_key};
 use crate::fsm::{self, Interval, Machine};
 use crate::groups::Groups;
 use crate::hooks::Hooks;
 use crate::net::advert_socket::{AdvertSocketV4, AdvertSocketV6, Destination};
-use crate::net::link::Links;
+use crate::net::link::{Link, Links};
 use crate::net::link_monitor;
 use crate::net::packet_socket::PacketSocket;
 use crate::net::sysctl::Sysctls;
-use crate::net::virtual_mac;
+use crate::net::{multicast_virtual_mac, virtual_mac};
 use crate::track;
 use crate::wire::{Authenticator, Key};
 
@@ -80,7 +80,7 @@ pub(super) async fn build(config: &Config, fresh: bool) -> anyhow::Result<(Agent
     };
     let ipv6_router = Sysctls::get("net.ipv6.conf.all.forwarding").is_ok_and(|v| v == "1");
     for carp in &config.carp {
-        match add_vhid(
+        match add_carp(
             &mut agent,
             carp,
             config.preempt,
@@ -89,7 +89,7 @@ pub(super) async fn build(config: &Config, fresh: bool) -> anyhow::Result<(Agent
         )
         .await
         {
-            Ok(vhid) => agent.vhids.push(vhid),
+            Ok(vhids) => agent.vhids.extend(vhids),
             Err(error) => {
                 // Adopting, the predecessor's dataplane stays as it was.
                 let exit = if agent.resumed {
@@ -116,9 +116,11 @@ pub(super) async fn build(config: &Config, fresh: bool) -> anyhow::Result<(Agent
 }
 
 fn intervals(config: &Config) -> impl Iterator<Item = Interval> + '_ {
-    config.carp.iter().map(|c| Interval {
-        advbase: c.advbase,
-        advskew: c.advskew,
+    config.carp.iter().flat_map(|c| {
+        c.nodes().into_iter().map(|node| Interval {
+            advbase: c.advbase,
+            advskew: node.advskew,
+        })
     })
 }
 
@@ -170,9 +172,11 @@ async fn expected_state(config: &Config, links: &Links) -> anyhow::Result<Pinned
     let mut expected = PinnedState::default();
     for carp in &config.carp {
         let carpdev = links.require(&carp.carpdev).await?;
-        expected
-            .roles
-            .insert(carp_common::VhidKey::new(carpdev.index, carp.vhid), false);
+        for node in carp.nodes() {
+            expected
+                .roles
+                .insert(carp_common::VhidKey::new(carpdev.index, node.vhid), false);
+        }
         for net in &carp.addresses {
             expected
                 .vips
@@ -183,36 +187,42 @@ async fn expected_state(config: &Config, links: &Links) -> anyhow::Result<Pinned
     Ok(expected)
 }
 
-async fn add_vhid(
+/// Sets up one `[[carp]]` table: the carp interface and one `Vhid` per
+/// node (one, unless the interface is balanced).
+async fn add_carp(
     agent: &mut Agent,
     carp: &CarpConfig,
     preempt: bool,
     ipv6_router: bool,
     adopted: Option<&PinnedState>,
-) -> anyhow::Result<Vhid> {
+) -> anyhow::Result<Vec<Vhid>> {
     let carpdev = agent.links.require(&carp.carpdev).await?;
     if !agent.carpdevs.contains_key(&carpdev.index) {
         agent.dataplane.attach(&carp.carpdev, carpdev.index)?;
         agent.carpdevs.insert(carpdev.index, carp.carpdev.clone());
         prepare_carpdev(&mut agent.sysctls, &carp.carpdev)?;
     }
-    let resume_master = add_to_dataplane(&mut agent.dataplane, carp, carpdev.index, adopted)?;
+    let shared = match &carp.balancing {
+        Some(balancing) => Some(SharedMacs::of(carp, balancing, &carpdev)?),
+        None => None,
+    };
+    let resume = add_to_dataplane(&mut agent.dataplane, carp, &carpdev, shared, adopted)?;
 
-    let mac = virtual_mac(carp.vhid);
+    // A balanced interface's own MAC is neither shared nor virtual: traffic
+    // the kernel sends from it must never teach a switch the shared MAC.
+    let interface_mac = shared.map_or(virtual_mac(carp.vhid), |s| s.interface);
     let carp_index = agent
         .links
         .ensure_carp_interface(
             &carp.name,
             &carp.carpdev,
             carpdev.index,
-            mac,
-            resume_master.is_some(),
+            interface_mac,
+            adopted.is_some(),
         )
         .await?;
     // Registered before anything else can fail, so shutdown removes it.
     agent.carp_interfaces.push((carp.name.clone(), carp_index));
-    let has_v4 = carp.addresses.iter().any(|n| n.addr().is_ipv4());
-    let has_v6 = carp.addresses.iter().any(|n| n.addr().is_ipv6());
     prepare_carp_interface(&mut agent.sysctls, &carp.name)?;
     for net in &carp.addresses {
         agent
@@ -221,7 +231,86 @@ async fn add_vhid(
             .await
             .with_context(|| format!("adding {net}"))?;
     }
+    let mut vhids = Vec::new();
+    for (node, resume_master) in carp.nodes().into_iter().zip(resume) {
+        let config = CarpConfig {
+            vhid: node.vhid,
+            advskew: node.advskew,
+            ..carp.clone()
+        };
+        let interface = Interface {
+            carpdev: &carpdev,
+            carp_index,
+            shared,
+        };
+        let mut vhid = add_node(agent, &config, &interface, preempt, ipv6_router).await?;
+        vhid.resume_master = resume_master;
+        vhids.push(vhid);
+    }
+    Ok(vhids)
+}
 
+/// The MACs of a balanced interface.
+#[derive(Clone, Copy, Debug)]
+struct SharedMacs {
+    /// What the VIPs resolve to.
+    shared: [u8; 6],
+    /// The carpdev's own: announcements, and in stealth mode
+    /// advertisements, leave from it.
+    carpdev: [u8; 6],
+    /// The carp interface's own.
+    interface: [u8; 6],
+    stealth: bool,
+}
+
+impl SharedMacs {
+    fn of(carp: &CarpConfig, balancing: &Balancing, carpdev: &Link) -> anyhow::Result<Self> {
+        let Some(carpdev_mac) = carpdev.mac else {
+            bail!(
+                "{} has no MAC address: it cannot carry a balanced interface",
+                carp.carpdev
+            );
+        };
+        let leader = carp.vhid;
+        let mut interface = virtual_mac(leader);
+        // Locally administered: 02:00:5e:00:01:<leader>.
+        interface[0] = 0x02;
+        Ok(Self {
+            shared: match balancing.mode {
+                BalanceMode::Ip => multicast_virtual_mac(leader),
+                BalanceMode::IpStealth | BalanceMode::IpUnicast => virtual_mac(leader),
+            },
+            carpdev: carpdev_mac,
+            interface,
+            stealth: balancing.mode == BalanceMode::IpStealth,
+        })
+    }
+}
+
+/// What the nodes of one carp interface share.
+struct Interface<'a> {
+    carpdev: &'a Link,
+    carp_index: u32,
+    shared: Option<SharedMacs>,
+}
+
+/// One node's election: its sockets, machine and authenticator.
+async fn add_node(
+    agent: &mut Agent,
+    carp: &CarpConfig,
+    interface: &Interface<'_>,
+    preempt: bool,
+    ipv6_router: bool,
+) -> anyhow::Result<Vhid> {
+    let carpdev = interface.carpdev;
+    let mac = virtual_mac(carp.vhid);
+    // Stealth: no frame may leave from a virtual MAC, or switches learn it.
+    let advert_mac = match interface.shared {
+        Some(shared) if shared.stealth => shared.carpdev,
+        _ => mac,
+    };
+    let has_v4 = carp.addresses.iter().any(|n| n.addr().is_ipv4());
+    let has_v6 = carp.addresses.iter().any(|n| n.addr().is_ipv6());
     let destination = carp.peer.map_or(Destination::Multicast, Destination::Peer);
     let v4 = if has_v4 {
         let Some(source) = agent.links.first_ipv4(carpdev.index).await? else {
@@ -230,7 +319,7 @@ async fn add_vhid(
                 carp.carpdev
             );
         };
-        let socket = AdvertSocketV4::open(&carp.carpdev, carpdev.index, destination, mac)
+        let socket = AdvertSocketV4::open(&carp.carpdev, carpdev.index, destination, advert_mac)
             .with_context(|| format!("IPv4 advertisement socket on {}", carp.carpdev))?;
         Some((socket, source))
     } else {
@@ -253,6 +342,13 @@ async fn add_vhid(
     };
     let announcer = PacketSocket::open(carpdev.index)
         .with_context(|| format!("packet socket on {}", carp.carpdev))?;
+    if let Some(shared) = interface.shared
+        && shared.shared[0] & 1 == 1
+    {
+        announcer
+            .join_multicast(shared.shared)
+            .with_context(|| format!("{}: joining the shared multicast MAC", carp.carpdev))?;
+    }
 
     let key = Key::from_passphrase(carp.pass.as_bytes())?;
     let addresses: Vec<IpAddr> = carp.addresses.iter().map(ipnet::IpNet::addr).collect();
@@ -267,18 +363,21 @@ async fn add_vhid(
         rand::random(),
     );
     info!(
-        "{}: vhid {} on {}, advbase {} advskew {}, {} address(es)",
+        "{}: vhid {} on {}, advbase {} advskew {}, {} address(es){}",
         carp.name,
         carp.vhid,
         carp.carpdev,
         carp.advbase,
         carp.advskew,
-        carp.addresses.len()
+        carp.addresses.len(),
+        carp.balancing
+            .as_ref()
+            .map_or(String::new(), |b| format!(", balancing {}", b.mode))
     );
     Ok(Vhid {
         config: carp.clone(),
         carpdev_index: carpdev.index,
-        carp_index,
+        carp_index: interface.carp_index,
         machine,
         auth: Authenticator::new(&key, carp.vhid, &addresses),
         v4,
@@ -289,28 +388,53 @@ async fn add_vhid(
         admin_down: false,
         carpdev_carrier: carpdev.carrier,
         send_health: SendHealth::default(),
-        resume_master,
+        resume_master: None,
+        announced_mac: interface.shared.map_or(mac, |s| s.shared),
+        announced_from: interface.shared.map_or(mac, |s| s.carpdev),
     })
 }
 
-/// Tells the program about the vhid and its VIPs. Adopted, the pinned maps
-/// hold them already and the role stays as the predecessor left it until
-/// `start`: returns that role.
+/// Tells the program about the interface's vhids and its VIPs (and its
+/// balanced group). Adopted, the pinned maps hold them already and the
+/// roles stay as the predecessor left them until `start`: returns them,
+/// per node.
 fn add_to_dataplane(
     dataplane: &mut Dataplane,
     carp: &CarpConfig,
-    carpdev_index: u32,
+    carpdev: &Link,
+    shared: Option<SharedMacs>,
     adopted: Option<&PinnedState>,
-) -> anyhow::Result<Option<bool>> {
+) -> anyhow::Result<Vec<Option<bool>>> {
+    let nodes = carp.nodes();
     if let Some(state) = adopted {
-        let key = carp_common::VhidKey::new(carpdev_index, carp.vhid);
-        return Ok(Some(state.roles.get(&key).copied().unwrap_or(false)));
+        return Ok(nodes
+            .iter()
+            .map(|node| {
+                let key = carp_common::VhidKey::new(carpdev.index, node.vhid);
+                Some(state.roles.get(&key).copied().unwrap_or(false))
+            })
+            .collect());
     }
-    dataplane.add_vhid(carpdev_index, carp.vhid)?;
+    if let Some(shared) = shared {
+        let mut group = carp_common::BalanceGroup {
+            count: u8::try_from(nodes.len()).unwrap_or(u8::MAX),
+            mode: carp.balancing.as_ref().map_or(0, |b| b.mode.as_u8()),
+            shared_mac: shared.shared,
+            carpdev_mac: shared.carpdev,
+            ..carp_common::BalanceGroup::default()
+        };
+        for (slot, node) in group.nodes.iter_mut().zip(&nodes) {
+            *slot = node.vhid;
+        }
+        dataplane.add_balance_group(carpdev.index, &group)?;
+    }
+    for (position, node) in nodes.iter().enumerate() {
+        dataplane.add_vhid(carpdev.index, node.vhid, shared.is_some() && position == 0)?;
+    }
     for net in &carp.addresses {
-        dataplane.add_vip(carpdev_index, carp.vhid, net.addr())?;
+        dataplane.add_vip(carpdev.index, carp.vhid, net.addr(), shared.is_some())?;
     }
-    Ok(None)
+    Ok(vec![None; nodes.len()])
 }
 
 /// The carpdev must not answer ARP for the VIPs itself: with Linux's default

@@ -11,7 +11,6 @@ use crate::fsm::{self, AdvertToSend, Machine};
 use crate::net::advert_socket::{AdvertSocketV4, AdvertSocketV6};
 use crate::net::frames;
 use crate::net::packet_socket::PacketSocket;
-use crate::net::virtual_mac;
 use crate::wire::{Advertisement, Authenticator};
 
 /// Agent-side drop reasons (the XDP side has its own, see `carp_common::Verdict`).
@@ -37,6 +36,12 @@ pub struct Vhid {
     pub send_health: SendHealth,
     /// Adopted from a predecessor's pinned dataplane: whether it was MASTER.
     pub resume_master: Option<bool>,
+    /// The MAC our announcements give for the VIPs: the virtual MAC, or a
+    /// balanced interface's shared MAC.
+    pub announced_mac: [u8; 6],
+    /// The Ethernet source of announcements: the virtual MAC, or for a
+    /// balanced interface the carpdev's own.
+    pub announced_from: [u8; 6],
 }
 
 /// Consecutive failed sends that demote the interface's groups by one, and
@@ -193,10 +198,13 @@ impl Vhid {
 
     /// Gratuitous ARP for every IPv4 VIP, unsolicited NA for every IPv6 VIP.
     pub fn announce(&mut self) {
-        let mac = virtual_mac(self.config.vhid);
+        let mac = self.announced_mac;
         for net in &self.config.addresses {
             let sent = match net.addr() {
-                IpAddr::V4(vip) => self.announcer.send(&frames::gratuitous_arp(mac, vip)),
+                IpAddr::V4(vip) => {
+                    self.announcer
+                        .send(&frames::gratuitous_arp(self.announced_from, mac, vip))
+                }
                 IpAddr::V6(vip) => {
                     self.announcer
                         .send(&frames::unsolicited_na(mac, vip, self.ipv6_router))

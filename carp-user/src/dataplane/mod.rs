@@ -47,9 +47,11 @@ const COUNTERS_MAP: &str = "CARP_COUNTERS";
 const ADVERTS_MAP: &str = "CARP_ADVERTS";
 const CLAIMS_MAP: &str = "CARP_CLAIMS";
 const CLAIMED_MAP: &str = "CARP_CLAIMED";
+const BALANCED_MAP: &str = "CARP_BALANCED";
 /// Every map carpd pins (all of the object's, but its data sections).
-const PINNED_MAPS: [&str; 7] = [
+const PINNED_MAPS: [&str; 8] = [
     VHIDS_MAP,
+    BALANCED_MAP,
     VIPS_MAP,
     AGENT_MAP,
     COUNTERS_MAP,
@@ -105,12 +107,14 @@ pub struct XdpCounter {
 }
 
 /// What one `BPF_PROG_TEST_RUN` of the program over a frame returned.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq)]
 pub struct FrameRun {
-    /// The XDP action (`XDP_DROP` 1, `XDP_PASS` 2, ...).
+    /// The XDP action (`XDP_DROP` 1, `XDP_PASS` 2, `XDP_TX` 3, ...).
     pub action: u32,
     /// The kernel's mean time per run.
     pub per_run: std::time::Duration,
+    /// The frame as the program left it.
+    pub frame: Vec<u8>,
 }
 
 pub struct Dataplane {
@@ -315,35 +319,87 @@ impl Dataplane {
         Ok(())
     }
 
-    /// Tells the program that `vhid` is configured on `ifindex`, not owned.
-    pub fn add_vhid(&mut self, ifindex: u32, vhid: u8) -> Result<(), DataplaneError> {
-        self.set_role(ifindex, vhid, false)
+    /// Tells the program that `vhid` is configured on `ifindex`, not owned;
+    /// `leads_group` if it leads a balanced group (`add_balance_group`).
+    pub fn add_vhid(
+        &mut self,
+        ifindex: u32,
+        vhid: u8,
+        leads_group: bool,
+    ) -> Result<(), DataplaneError> {
+        let state = if leads_group {
+            VhidState::leading_group(false)
+        } else {
+            VhidState::new(false)
+        };
+        self.vhids()?
+            .insert(VhidKey::new(ifindex, vhid), state, 0)
+            .map_err(|source| vhid_error(ifindex, vhid, source))
+    }
+
+    fn vhids(&mut self) -> Result<HashMap<&mut MapData, VhidKey, VhidState>, DataplaneError> {
+        HashMap::try_from(
+            self.ebpf
+                .map_mut(VHIDS_MAP)
+                .ok_or(DataplaneError::Missing("vhid map"))?,
+        )
+        .map_err(|source| DataplaneError::Map {
+            what: VHIDS_MAP.into(),
+            source,
+        })
     }
 
     /// This node's role for a vhid: one map update, so the datapath sees
     /// every VIP and the virtual MAC change hands at the same instant.
     pub fn set_role(&mut self, ifindex: u32, vhid: u8, master: bool) -> Result<(), DataplaneError> {
+        let key = VhidKey::new(ifindex, vhid);
+        let mut vhids = self.vhids()?;
+        // Only the agent writes this map: reading back the group flag
+        // cannot race with another writer.
+        let leads_group = vhids.get(&key, 0).is_ok_and(|s| s.leads_group != 0);
+        let state = if leads_group {
+            VhidState::leading_group(master)
+        } else {
+            VhidState::new(master)
+        };
+        vhids
+            .insert(key, state, 0)
+            .map_err(|source| vhid_error(ifindex, vhid, source))
+    }
+
+    /// Tells the program about a balanced group (carpnodes) led by
+    /// `nodes[0]`. Its vhids and VIPs are added with `add_vhid` and
+    /// `add_vip` as usual.
+    pub fn add_balance_group(
+        &mut self,
+        ifindex: u32,
+        group: &carp_common::BalanceGroup,
+    ) -> Result<(), DataplaneError> {
+        let leader = group.nodes[0];
         let map_error = |source| DataplaneError::Map {
-            what: format!("{VHIDS_MAP}: vhid {vhid} on ifindex {ifindex}"),
+            what: format!("{BALANCED_MAP}: group of vhid {leader} on ifindex {ifindex}"),
             source,
         };
-        let mut vhids: HashMap<&mut MapData, VhidKey, VhidState> = HashMap::try_from(
-            self.ebpf
-                .map_mut(VHIDS_MAP)
-                .ok_or(DataplaneError::Missing("vhid map"))?,
-        )
-        .map_err(map_error)?;
-        vhids
-            .insert(VhidKey::new(ifindex, vhid), VhidState::new(master), 0)
+        let mut groups: HashMap<&mut MapData, VhidKey, carp_common::BalanceGroup> =
+            HashMap::try_from(
+                self.ebpf
+                    .map_mut(BALANCED_MAP)
+                    .ok_or(DataplaneError::Missing("balanced group map"))?,
+            )
+            .map_err(map_error)?;
+        groups
+            .insert(VhidKey::new(ifindex, leader), *group, 0)
             .map_err(map_error)
     }
 
-    /// Tells the program that `address` on `ifindex` belongs to `vhid`.
+    /// Tells the program that `address` on `ifindex` belongs to `vhid`, or,
+    /// `balanced`, to the group it leads.
     pub fn add_vip(
         &mut self,
         ifindex: u32,
         vhid: u8,
         address: IpAddr,
+        balanced: bool,
     ) -> Result<(), DataplaneError> {
         let map_error = |source| DataplaneError::Map {
             what: format!("{VIPS_MAP}: {address} of vhid {vhid}"),
@@ -355,7 +411,12 @@ impl Dataplane {
                 .ok_or(DataplaneError::Missing("VIP map"))?,
         )
         .map_err(map_error)?;
-        vips.insert(vip_key(ifindex, address), VipOwner { vhid, pad: [0; 3] }, 0)
+        let owner = VipOwner {
+            vhid,
+            balanced: u8::from(balanced),
+            pad: [0; 2],
+        };
+        vips.insert(vip_key(ifindex, address), owner, 0)
             .map_err(map_error)
     }
 
@@ -443,6 +504,13 @@ impl Dataplane {
     }
 }
 
+fn vhid_error(ifindex: u32, vhid: u8, source: aya::maps::MapError) -> DataplaneError {
+    DataplaneError::Map {
+        what: format!("{VHIDS_MAP}: vhid {vhid} on ifindex {ifindex}"),
+        source,
+    }
+}
+
 /// The `CARP_VIPS` key of an address on a carpdev.
 pub fn vip_key(ifindex: u32, address: IpAddr) -> VipKey {
     match address {
@@ -453,9 +521,12 @@ pub fn vip_key(ifindex: u32, address: IpAddr) -> VipKey {
 
 /// One `BPF_PROG_TEST_RUN` of `program` over `frame`, `repeat` times.
 fn run(program: &Xdp, frame: &[u8], repeat: u32) -> Result<FrameRun, DataplaneError> {
+    // The program never grows a frame.
+    let mut out = vec![0u8; frame.len()];
     let result = program
         .test_run(TestRunOptions {
             data_in: Some(frame),
+            data_out: Some(&mut out),
             repeat,
             ..TestRunOptions::default()
         })
@@ -463,8 +534,10 @@ fn run(program: &Xdp, frame: &[u8], repeat: u32) -> Result<FrameRun, DataplaneEr
             what: "BPF_PROG_TEST_RUN".into(),
             source,
         })?;
+    out.truncate(usize::try_from(result.data_size_out).unwrap_or(0));
     Ok(FrameRun {
         action: result.return_value,
         per_run: result.duration,
+        frame: out,
     })
 }

@@ -85,12 +85,14 @@ pub fn ethernet(destination: [u8; 6], source: [u8; 6], ethertype: u16, payload: 
 /// Length of a gratuitous ARP frame (without FCS and padding).
 pub const GARP_LEN: usize = 42;
 
-/// A gratuitous ARP request for `vip` from the virtual MAC: sender and target
-/// protocol address are both the VIP, as OpenBSD's `carp_send_arp` does.
-pub fn gratuitous_arp(virtual_mac: [u8; 6], vip: Ipv4Addr) -> [u8; GARP_LEN] {
+/// A gratuitous ARP request saying `vip` is at `virtual_mac`, sent from
+/// `from` (the virtual MAC itself, but for a balanced interface whose
+/// shared MAC no frame may leave from): sender and target protocol address
+/// are both the VIP, as OpenBSD's `carp_send_arp` does.
+pub fn gratuitous_arp(from: [u8; 6], virtual_mac: [u8; 6], vip: Ipv4Addr) -> [u8; GARP_LEN] {
     let mut frame = [0u8; GARP_LEN];
     frame[0..6].copy_from_slice(&BROADCAST_MAC);
-    frame[6..12].copy_from_slice(&virtual_mac);
+    frame[6..12].copy_from_slice(&from);
     frame[12..14].copy_from_slice(&ETHERTYPE_ARP.to_be_bytes());
     let arp = &mut frame[14..];
     arp[0..2].copy_from_slice(&1u16.to_be_bytes()); // Ethernet
@@ -197,13 +199,18 @@ mod tests {
     #[test]
     fn gratuitous_arp_claims_the_vip_for_the_virtual_mac() {
         let vip = Ipv4Addr::new(10, 0, 1, 1);
-        let frame = gratuitous_arp(virtual_mac(7), vip);
+        let frame = gratuitous_arp(virtual_mac(7), virtual_mac(7), vip);
         let expected: [u8; GARP_LEN] = [
             0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0x00, 0x00, 0x5e, 0x00, 0x01, 0x07, 0x08, 0x06,
             0x00, 0x01, 0x08, 0x00, 0x06, 0x04, 0x00, 0x01, 0x00, 0x00, 0x5e, 0x00, 0x01, 0x07, 10,
             0, 1, 1, 0, 0, 0, 0, 0, 0, 10, 0, 1, 1,
         ];
         assert_eq!(frame, expected);
+        let carpdev = [0x02, 0, 0, 0, 0, 9];
+        let shared = [0x01, 0x00, 0x5e, 0x00, 0x01, 0x03];
+        let balanced = gratuitous_arp(carpdev, shared, vip);
+        assert_eq!(&balanced[6..12], &carpdev, "leaves from the carpdev");
+        assert_eq!(&balanced[22..28], &shared, "claims the shared MAC");
     }
 
     #[test]

@@ -14,6 +14,12 @@ pub const fn virtual_mac(vhid: u8) -> [u8; 6] {
     [0x00, 0x00, 0x5e, 0x00, 0x01, vhid]
 }
 
+/// `balancing ip`'s shared MAC, 01:00:5e:00:01:<vhid>: multicast, so every
+/// switch floods it to every node.
+pub const fn multicast_virtual_mac(vhid: u8) -> [u8; 6] {
+    [0x01, 0x00, 0x5e, 0x00, 0x01, vhid]
+}
+
 /// `00:00:5e:00:01:05` form, for logs and status.
 pub fn format_mac(mac: &[u8; 6]) -> String {
     mac.iter()

@@ -34,6 +34,38 @@ impl PacketSocket {
         Ok(Self { fd, ifindex })
     }
 
+    /// Makes the interface accept frames for the multicast `mac` (a balanced
+    /// interface's shared MAC on a NIC that filters multicast) for as long
+    /// as this socket is open.
+    pub fn join_multicast(&self, mac: [u8; 6]) -> io::Result<()> {
+        // SAFETY: packet_mreq is plain old data; all-zero is a valid value.
+        let mut request: libc::packet_mreq = unsafe { std::mem::zeroed() };
+        request.mr_ifindex = i32::try_from(self.ifindex)
+            .map_err(|_| io::Error::new(io::ErrorKind::InvalidInput, "ifindex out of range"))?;
+        #[expect(clippy::cast_possible_truncation, reason = "PACKET_MR_MULTICAST is 0")]
+        let kind = libc::PACKET_MR_MULTICAST as u16;
+        request.mr_type = kind;
+        request.mr_alen = 6;
+        request.mr_address[..6].copy_from_slice(&mac);
+        #[expect(clippy::cast_possible_truncation, reason = "a 16-byte struct")]
+        let length = std::mem::size_of::<libc::packet_mreq>() as libc::socklen_t;
+        // SAFETY: the request is a live struct of the length given.
+        let rc = unsafe {
+            libc::setsockopt(
+                self.fd.as_raw_fd(),
+                libc::SOL_PACKET,
+                libc::PACKET_ADD_MEMBERSHIP,
+                (&raw const request).cast(),
+                length,
+            )
+        };
+        if rc == 0 {
+            Ok(())
+        } else {
+            Err(io::Error::last_os_error())
+        }
+    }
+
     /// Sends one complete Ethernet frame (destination MAC in bytes 0..6,
     /// ethertype in 12..14). Never blocks: a full queue is an error.
     pub fn send(&self, frame: &[u8]) -> io::Result<()> {

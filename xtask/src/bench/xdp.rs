@@ -45,8 +45,8 @@ pub fn run() -> Result<()> {
     let mut dataplane = Dataplane::load(None).context(
         "loading the XDP program (if setup just installed bpf-linker, run the benchmark again: this xtask was built without it)",
     )?;
-    dataplane.add_vhid(LOOPBACK, VHID)?;
-    dataplane.add_vip(LOOPBACK, VHID, VIP.into())?;
+    dataplane.add_vhid(LOOPBACK, VHID, false)?;
+    dataplane.add_vip(LOOPBACK, VHID, VIP.into(), false)?;
     // A bound far longer than the run: the heartbeat never goes stale here.
     dataplane.beat(clock::now(), Duration::from_hours(1))?;
     println!(

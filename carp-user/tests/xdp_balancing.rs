@@ -1,0 +1,266 @@
+//! Balanced groups (carpnodes) in the XDP program through
+//! `BPF_PROG_TEST_RUN`: which node a packet's addresses pick, that only
+//! that node's role decides, that accepted frames for the shared MAC are
+//! readdressed to the carpdev, and that the chosen node answers ARP for a
+//! shared VIP itself.
+
+mod common;
+
+use std::net::{IpAddr, Ipv4Addr};
+use std::time::Duration;
+
+use carp::clock;
+use carp::net::{frames, multicast_virtual_mac, virtual_mac};
+use carp_common::{BALANCE_IP, BalanceGroup, Verdict};
+use common::{Harness, LOOPBACK, XDP_DROP, XDP_PASS, ethernet};
+
+const XDP_TX: u32 = 3;
+/// The group: vhid 3 leads, vhid 4 is the second node.
+const LEADER: u8 = 3;
+const SECOND: u8 = 4;
+/// Its shared VIP: last byte 50, so with two nodes a source with an even
+/// last byte xor 50 (an even last byte) hashes to the leader.
+const VIP: Ipv4Addr = Ipv4Addr::new(192, 0, 2, 50);
+/// 100 ^ 50 is even: the leader's.
+const TO_LEADER: Ipv4Addr = Ipv4Addr::new(192, 0, 2, 100);
+/// 101 ^ 50 is odd: the second node's.
+const TO_SECOND: Ipv4Addr = Ipv4Addr::new(192, 0, 2, 101);
+/// A host behind the gateway: 100 ^ 7 is odd, 101 ^ 7 even.
+const SERVER: Ipv4Addr = Ipv4Addr::new(198, 51, 100, 7);
+const CARPDEV_MAC: [u8; 6] = [0x02, 0, 0, 0, 0, 0x0d];
+const CLIENT_MAC: [u8; 6] = [0x02, 0, 0, 0, 0, 0x64];
+const ROGUE_MAC: [u8; 6] = [0x02, 0, 0, 0, 0, 0x66];
+const LIVE: Duration = Duration::from_mins(1);
+
+fn shared_mac() -> [u8; 6] {
+    multicast_virtual_mac(LEADER)
+}
+
+fn harness() -> Harness {
+    let mut harness = Harness::new();
+    let dataplane = &mut harness.dataplane;
+    let mut group = BalanceGroup {
+        count: 2,
+        mode: BALANCE_IP,
+        shared_mac: shared_mac(),
+        carpdev_mac: CARPDEV_MAC,
+        ..BalanceGroup::default()
+    };
+    group.nodes[..2].copy_from_slice(&[LEADER, SECOND]);
+    dataplane
+        .add_balance_group(LOOPBACK, &group)
+        .expect("the group map takes a group");
+    dataplane
+        .add_vhid(LOOPBACK, LEADER, true)
+        .expect("the leader is configured");
+    dataplane
+        .add_vhid(LOOPBACK, SECOND, false)
+        .expect("the second node is configured");
+    dataplane
+        .add_vip(LOOPBACK, LEADER, IpAddr::V4(VIP), true)
+        .expect("the shared VIP is configured");
+    dataplane
+        .beat(clock::now(), LIVE)
+        .expect("the heartbeat map takes a beat");
+    harness
+}
+
+fn roles(harness: &mut Harness, leader: bool, second: bool) {
+    for (vhid, master) in [(LEADER, leader), (SECOND, second)] {
+        harness
+            .dataplane
+            .set_role(LOOPBACK, vhid, master)
+            .expect("the role is written");
+    }
+}
+
+/// A frame from the client's MAC to `mac`, with an IPv4 packet.
+fn ipv4(mac: [u8; 6], from: Ipv4Addr, to: Ipv4Addr) -> Vec<u8> {
+    let mut ip = vec![0x45, 0, 0, 28, 0, 0, 0x40, 0, 64, 17, 0, 0];
+    ip.extend_from_slice(&from.octets());
+    ip.extend_from_slice(&to.octets());
+    ip.extend_from_slice(&[0u8; 8]);
+    let mut frame = ethernet(frames::ETHERTYPE_IPV4, &ip);
+    frame[0..6].copy_from_slice(&mac);
+    frame[6..12].copy_from_slice(&CLIENT_MAC);
+    frame
+}
+
+/// An ARP frame (`op` 1 request, 2 reply) from `sender` at `sender_mac`.
+fn arp(op: u8, sender_mac: [u8; 6], sender: Ipv4Addr, target: Ipv4Addr) -> Vec<u8> {
+    let mut payload = vec![0, 1, 0x08, 0x00, 6, 4, 0, op];
+    payload.extend_from_slice(&sender_mac);
+    payload.extend_from_slice(&sender.octets());
+    payload.extend_from_slice(&[0u8; 6]);
+    payload.extend_from_slice(&target.octets());
+    let mut frame = ethernet(frames::ETHERTYPE_ARP, &payload);
+    frame[0..6].copy_from_slice(&frames::BROADCAST_MAC);
+    frame[6..12].copy_from_slice(&sender_mac);
+    frame
+}
+
+#[test]
+fn the_packets_addresses_pick_the_node_whose_role_decides() {
+    let mut harness = harness();
+    roles(&mut harness, true, false);
+    let cases = [
+        (
+            "to the VIP, leader's share",
+            ipv4(shared_mac(), TO_LEADER, VIP),
+            XDP_PASS,
+            LEADER,
+            Verdict::Owned,
+        ),
+        (
+            "to the VIP, second's share",
+            ipv4(shared_mac(), TO_SECOND, VIP),
+            XDP_DROP,
+            SECOND,
+            Verdict::NotOwned,
+        ),
+        (
+            "through the gateway, leader's share",
+            ipv4(shared_mac(), TO_SECOND, SERVER),
+            XDP_PASS,
+            LEADER,
+            Verdict::Owned,
+        ),
+        (
+            "through the gateway, second's share",
+            ipv4(shared_mac(), TO_LEADER, SERVER),
+            XDP_DROP,
+            SECOND,
+            Verdict::NotOwned,
+        ),
+        (
+            "to the VIP by another MAC, leader's share",
+            ipv4(CARPDEV_MAC, TO_LEADER, VIP),
+            XDP_PASS,
+            LEADER,
+            Verdict::Owned,
+        ),
+        (
+            "to the VIP by another MAC, second's share",
+            ipv4(CARPDEV_MAC, TO_SECOND, VIP),
+            XDP_DROP,
+            SECOND,
+            Verdict::NotOwned,
+        ),
+    ];
+    for (what, frame, action, vhid, verdict) in &cases {
+        harness.expect(what, frame, *action, Some((*vhid, *verdict)));
+    }
+    // The other node takes over the second share: now both pass here.
+    roles(&mut harness, true, true);
+    for (what, frame, _, vhid, _) in &cases {
+        harness.expect(what, frame, XDP_PASS, Some((*vhid, Verdict::Owned)));
+    }
+    // And with the leader's share gone, only the second's passes.
+    roles(&mut harness, false, true);
+    for (what, frame, action, vhid, _) in &cases {
+        let (action, verdict) = if *action == XDP_PASS {
+            (XDP_DROP, Verdict::NotOwned)
+        } else {
+            (XDP_PASS, Verdict::Owned)
+        };
+        harness.expect(what, frame, action, Some((*vhid, verdict)));
+    }
+}
+
+#[test]
+fn accepted_frames_for_the_shared_mac_are_readdressed_to_the_carpdev() {
+    let mut harness = harness();
+    roles(&mut harness, true, false);
+    let frame = ipv4(shared_mac(), TO_LEADER, VIP);
+    let run = harness
+        .dataplane
+        .run_on_frame(&frame, 1)
+        .expect("the test run works");
+    assert_eq!(run.action, XDP_PASS);
+    assert_eq!(
+        &run.frame[0..6],
+        &CARPDEV_MAC,
+        "one unicast copy for the stack"
+    );
+    assert_eq!(&run.frame[6..], &frame[6..], "nothing else changes");
+    // Addressed to another MAC, the frame is left alone.
+    let direct = ipv4(CARPDEV_MAC, TO_LEADER, VIP);
+    let run = harness
+        .dataplane
+        .run_on_frame(&direct, 1)
+        .expect("the test run works");
+    assert_eq!((run.action, run.frame), (XDP_PASS, direct));
+}
+
+#[test]
+fn the_node_a_requester_hashes_to_answers_arp_for_the_shared_vip() {
+    let mut harness = harness();
+    roles(&mut harness, true, false);
+    let request = arp(1, CLIENT_MAC, TO_LEADER, VIP);
+    harness.expect(
+        "ARP request, leader's share",
+        &request,
+        XDP_TX,
+        Some((LEADER, Verdict::Answered)),
+    );
+    let run = harness
+        .dataplane
+        .run_on_frame(&request, 1)
+        .expect("the test run works");
+    let mut reply = arp(2, shared_mac(), VIP, TO_LEADER);
+    reply[0..6].copy_from_slice(&CLIENT_MAC);
+    reply[6..12].copy_from_slice(&CARPDEV_MAC);
+    reply[32..38].copy_from_slice(&CLIENT_MAC);
+    assert_eq!(
+        run.frame, reply,
+        "the reply gives the shared MAC, from the carpdev"
+    );
+
+    harness.expect(
+        "ARP request, second's share",
+        &arp(1, CLIENT_MAC, TO_SECOND, VIP),
+        XDP_DROP,
+        Some((SECOND, Verdict::NotOwned)),
+    );
+    // Announcements of the shared MAC are the group's own; another MAC
+    // claiming the VIP while we own the leader is a conflict.
+    harness.expect(
+        "gratuitous ARP for the shared MAC",
+        &arp(1, shared_mac(), VIP, VIP),
+        XDP_PASS,
+        None,
+    );
+    harness.expect(
+        "a rogue claims the shared VIP",
+        &arp(2, ROGUE_MAC, VIP, TO_LEADER),
+        XDP_PASS,
+        Some((LEADER, Verdict::Claim)),
+    );
+}
+
+#[test]
+fn a_stale_agent_owns_no_share() {
+    let mut harness = harness();
+    roles(&mut harness, true, true);
+    harness
+        .dataplane
+        .beat(clock::now().saturating_sub(LIVE * 2), LIVE)
+        .expect("the heartbeat map takes a beat");
+    for (what, frame, vhid) in [
+        ("leader's share", ipv4(shared_mac(), TO_LEADER, VIP), LEADER),
+        ("second's share", ipv4(shared_mac(), TO_SECOND, VIP), SECOND),
+        (
+            "ARP, leader's share",
+            arp(1, CLIENT_MAC, TO_LEADER, VIP),
+            LEADER,
+        ),
+        // A node's own virtual MAC follows its own role.
+        (
+            "second's virtual MAC",
+            ipv4(virtual_mac(SECOND), TO_LEADER, SERVER),
+            SECOND,
+        ),
+    ] {
+        harness.expect(what, &frame, XDP_DROP, Some((vhid, Verdict::AgentStale)));
+    }
+}
