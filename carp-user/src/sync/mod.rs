@@ -2,5 +2,6 @@
 //! replicated over an authenticated protocol on the sync link.
 
 pub mod flow;
+pub mod wire;
 
 pub use flow::{Flow, FlowKey, L4, TcpInfo, Tuple};
