@@ -2,6 +2,7 @@
 //! replicated over an authenticated protocol on the sync link.
 
 pub mod flow;
+pub mod freshness;
 pub mod wire;
 
 pub use flow::{Flow, FlowKey, L4, TcpInfo, Tuple};
