@@ -1,6 +1,7 @@
 //! State sync between carpd peers (the pfsync role): conntrack entries
 //! replicated over an authenticated protocol on the sync link.
 
+pub mod bulk;
 pub mod flow;
 pub mod freshness;
 pub mod wire;
