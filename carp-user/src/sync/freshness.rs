@@ -281,15 +281,18 @@ impl Freshness {
         };
         let slot = window.accept(stamp.seq).ok_or(Rejected::Replayed)?;
         peer.used = clock;
-        peer.proven |= proven;
+        // Once a session has heard us, state it names that we lack was meant
+        // for us, even if this heartbeat echoes something else.
+        let ours = proven || peer.proven;
+        peer.proven = ours;
         Ok(match slot {
             Slot::Late => Accepted::Late,
             Slot::Newest { gap } => match (stamp.kind.channel(), stamp.state_seq) {
                 (Channel::State, _) => Accepted::InOrder { gap },
                 (Channel::Control, Some(state_seq)) => {
-                    let passed = peer.state.advance(state_seq, !proven);
+                    let passed = peer.state.advance(state_seq, !ours);
                     Accepted::InOrder {
-                        gap: if proven { passed } else { 0 },
+                        gap: if ours { passed } else { 0 },
                     }
                 }
                 (Channel::Control, None) => Accepted::InOrder { gap: 0 },
@@ -312,11 +315,14 @@ impl Freshness {
     }
 
     /// The session to echo as `peer_session` in what we send: the sender
-    /// session of the last message we accepted; 0 before any.
+    /// session of the last message we accepted, preferring sessions that
+    /// have heard us (a replayed heartbeat from before our start must not
+    /// redirect what we echo away from the live peer); 0 before any. A
+    /// restarted peer takes over as soon as it has heard our heartbeat.
     pub fn last_heard(&self) -> u64 {
         self.peers
             .iter()
-            .max_by_key(|peer| peer.used)
+            .max_by_key(|peer| (peer.proven, peer.used))
             .map_or(0, |peer| peer.session.get())
     }
 
@@ -745,6 +751,33 @@ mod tests {
     }
 
     #[test]
+    fn last_heard_prefers_a_peer_that_heard_us() {
+        let mut fresh = knowing_peer();
+        // A recorded heartbeat of a session from before our start.
+        assert!(fresh.check_stamp(heartbeat(7, 0xcccc, 40, 0)).is_ok());
+        assert_eq!(fresh.last_heard(), PEER);
+        // The peer restarts as 8: once it has heard us, it is the one.
+        assert!(fresh.check_stamp(heartbeat(8, 0, 1, 0)).is_ok());
+        assert_eq!(fresh.last_heard(), PEER);
+        assert!(fresh.check_stamp(heartbeat(8, US, 2, 0)).is_ok());
+        assert_eq!(fresh.last_heard(), 8);
+    }
+
+    #[test]
+    fn a_session_that_heard_us_never_skips_state_silently() {
+        let mut fresh = knowing_peer();
+        assert_eq!(
+            fresh.check_stamp(update(1)),
+            Ok(Accepted::InOrder { gap: 0 })
+        );
+        // Update 2 is lost; the next heartbeat echoes another session.
+        assert_eq!(
+            fresh.check_stamp(heartbeat(PEER, 0xcccc, 2, 2)),
+            Ok(Accepted::InOrder { gap: 1 })
+        );
+    }
+
+    #[test]
     fn labels() {
         assert_eq!(Accepted::Learned { gap: 1 }.label(), "learned");
         assert_eq!(Accepted::InOrder { gap: 0 }.label(), "accepted");
@@ -841,6 +874,99 @@ mod tests {
         assert_eq!(
             send(Message::Update(Vec::new())),
             Ok(Accepted::InOrder { gap: 0 })
+        );
+    }
+
+    /// One carpd incarnation's sync endpoint, talking through real bytes.
+    struct Node {
+        out: Sequencer,
+        fresh: Freshness,
+    }
+
+    impl Node {
+        fn new(session: u64) -> Self {
+            Self {
+                out: Sequencer::new(nz(session)),
+                fresh: Freshness::new(nz(session)),
+            }
+        }
+
+        fn send(&mut self, message: Message) -> Result<Vec<u8>, SendError> {
+            let envelope = self.out.envelope(message, self.fresh.last_heard())?;
+            Ok(envelope.encode(&key()).expect("encodes"))
+        }
+
+        fn beat(&mut self) -> Vec<u8> {
+            self.send(Message::Heartbeat {
+                in_sync: true,
+                state_seq: 0,
+            })
+            .expect("heartbeats always go")
+        }
+
+        fn update(&mut self) -> Result<Vec<u8>, SendError> {
+            self.send(Message::Update(Vec::new()))
+        }
+
+        fn receive(&mut self, datagram: &[u8]) -> Result<Accepted, Rejected> {
+            let envelope = Envelope::decode(datagram, &key()).expect("authentic");
+            self.fresh.check(&envelope)
+        }
+    }
+
+    fn key() -> crate::sync::wire::SyncKey {
+        crate::sync::wire::SyncKey::new(b"freshness-handshake").expect("valid key")
+    }
+
+    /// Both peers restart in turn. Heartbeats re-establish the sessions;
+    /// state is refused until its sender has heard the receiver; no restart
+    /// ever shows as a gap (only a real loss would).
+    #[test]
+    fn restarts_handshake_without_false_gaps() {
+        let no_gap = |verdict: Result<Accepted, Rejected>| {
+            assert_eq!(verdict.map(|v| v.gap()), Ok(0), "{verdict:?}");
+        };
+        let mut a = Node::new(0xa1);
+        let mut b = Node::new(0xb1);
+        // B cannot send state before it has heard A.
+        assert_eq!(b.update(), Err(SendError::PeerNotHeard(Kind::Update)));
+        no_gap(a.receive(&b.beat()));
+        no_gap(b.receive(&a.beat()));
+        for _ in 0..3 {
+            no_gap(a.receive(&b.update().expect("heard")));
+        }
+
+        // B restarts.
+        let mut b = Node::new(0xb2);
+        assert_eq!(a.receive(&b.beat()), Ok(Accepted::Learned { gap: 0 }));
+        assert!(b.update().is_err());
+        // A still echoes the old B, which B2 learns A from all the same.
+        assert_eq!(a.fresh.last_heard(), 0xb1);
+        no_gap(b.receive(&a.beat()));
+        no_gap(a.receive(&b.update().expect("heard A")));
+        assert_eq!(a.fresh.last_heard(), 0xb2);
+        no_gap(b.receive(&a.beat()));
+        no_gap(b.receive(&a.update().expect("heard B2")));
+
+        // A restarts; B2's traffic meant for A1 is stale to A2.
+        let mut a = Node::new(0xa2);
+        let in_flight = b.update().expect("heard A1");
+        assert_eq!(a.receive(&in_flight), Err(Rejected::StaleSession));
+        no_gap(a.receive(&b.beat()));
+        no_gap(b.receive(&a.beat()));
+        assert_eq!(b.fresh.last_heard(), 0xa2);
+        for _ in 0..3 {
+            no_gap(a.receive(&b.update().expect("heard A2")));
+            no_gap(b.receive(&a.update().expect("heard B2")));
+        }
+        no_gap(a.receive(&b.beat()));
+
+        // And a real loss still shows.
+        let _lost = b.update().expect("heard");
+        assert_eq!(
+            a.receive(&b.beat()).map(|v| v.gap()),
+            Ok(1),
+            "the heartbeat reveals the lost update"
         );
     }
 

@@ -148,9 +148,8 @@ pub use header::{Channel, HEADER_LEN, Kind, MAGIC, VERSION};
 pub use message::{Change, Message};
 pub use record::{MAX_FLOW_RECORD, check_flow, check_key};
 
-/// carpd's sync port. 7240 is unassigned by IANA and close to nothing a
-/// gateway usually runs; it is only a default (pfsync itself is IP protocol
-/// 240, hence the digits).
+/// carpd's default sync port: 7240, after pfsync's IP protocol number
+/// (240). A choice of ours, not an IANA assignment.
 pub const DEFAULT_PORT: u16 = 7240;
 
 /// The largest UDP payload over IPv4 (65535 - 20 - 8): anything longer is
