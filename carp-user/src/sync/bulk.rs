@@ -28,6 +28,13 @@
 //! - The sync link down costs [`LINK_DOWN_DEMOTION`] (+1) once the bulk is
 //!   over (Done, or Failed); a node in sync ignores flaps beyond that.
 //!
+//! At our start the first request usually cannot be delivered: the peer
+//! takes requests only from a session it has heard, and
+//! [`super::freshness::Sequencer`] sends nothing but heartbeats before we
+//! have heard the peer. The daemon sends the request if it can;
+//! [`Event::PeerReady`] sends it again the moment the peer has heard us, and
+//! the retry timer covers the rest.
+//!
 //! Answering a peer's request is the caller's job, and so is its pacing: on
 //! a `BulkRequest` with a new id, abandon any answer in progress, send
 //! `BulkStart`, read the table after that (so it covers every update sent
@@ -35,7 +42,7 @@
 //! send its `BulkRecords` a few per tick (the dump arrives from netlink at
 //! its own pace, and the pace that suits the link depends on socket
 //! buffers, not on protocol state), then its `BulkEnd`. A `BulkRequest`
-//! repeating the id of the answer in progress is a duplicate ([`Event::PeerLearned`]
+//! repeating the id of the answer in progress is a duplicate ([`Event::PeerReady`]
 //! resends one) and is ignored.
 
 use std::fmt;
@@ -133,10 +140,11 @@ pub enum Event {
     },
     /// Whether we are MASTER of at least one vhid.
     Master(bool),
-    /// A peer session was learned (a peer started, or we did): a request
-    /// not answered yet is sent again to it, with the same id. Never starts
-    /// a bulk.
-    PeerLearned,
+    /// A peer session has just shown it heard us
+    /// ([`super::freshness::Freshness::hears_us`] turned true: the peer
+    /// started, or we did). Only now does it take our requests, so one not
+    /// answered yet is sent again, with the same id. Never starts a bulk.
+    PeerReady,
     /// The peer asks for *our* table. Never starts a bulk of ours; answering
     /// is the caller's job.
     PeerBulkRequest,
@@ -307,7 +315,7 @@ impl BulkRequester {
             Event::LostSync => self.lost_sync(now, &mut actions),
             Event::Link { up } => self.link_up = up,
             Event::Master(master) => self.master = master,
-            Event::PeerLearned => {
+            Event::PeerReady => {
                 if let BulkState::Requested(attempt) = self.state {
                     actions.push(Action::SendRequest {
                         request_id: attempt.request_id,
@@ -526,7 +534,7 @@ mod tests {
         for event in [
             Event::LostSync,
             Event::Link { up: false },
-            Event::PeerLearned,
+            Event::PeerReady,
             Event::PeerBulkRequest,
             Event::BulkStart { request_id: 1 },
             Event::BulkEnd {
@@ -924,18 +932,18 @@ mod tests {
     }
 
     #[test]
-    fn a_peer_heard_gets_the_unanswered_request_again() {
+    fn a_ready_peer_gets_the_unanswered_request_again() {
         let mut bulk = started();
         assert_eq!(
-            bulk.on_event(secs(101), Event::PeerLearned),
+            bulk.on_event(secs(101), Event::PeerReady),
             [Action::SendRequest { request_id: 1 }]
         );
         // Same try, same timers.
         assert_eq!(bulk.state(), BulkState::Requested(attempt(1, 1, 100)));
         bulk.on_event(secs(102), Event::BulkStart { request_id: 1 });
-        assert_eq!(bulk.on_event(secs(103), Event::PeerLearned), []);
+        assert_eq!(bulk.on_event(secs(103), Event::PeerReady), []);
         let mut bulk = done();
-        assert_eq!(bulk.on_event(secs(300), Event::PeerLearned), []);
+        assert_eq!(bulk.on_event(secs(300), Event::PeerReady), []);
     }
 
     /// The `OpenBSD` 5.1 story: we are in sync (and master); the peer
@@ -953,7 +961,7 @@ mod tests {
                 Event::Link { up: false },
                 Event::Tick,
                 Event::Link { up: true },
-                Event::PeerLearned,
+                Event::PeerReady,
                 Event::PeerBulkRequest,
                 Event::Tick,
             ] {
@@ -972,7 +980,7 @@ mod tests {
         let mut backup = done();
         for event in [Event::Link { up: false }, Event::Link { up: true }] {
             backup.on_event(secs(300), event);
-            backup.on_event(secs(301), Event::PeerLearned);
+            backup.on_event(secs(301), Event::PeerReady);
             backup.on_event(secs(302), Event::PeerBulkRequest);
         }
         assert_eq!(backup.state(), BulkState::Done);
@@ -1031,7 +1039,7 @@ mod tests {
             Just(Input::Plain(Event::LostSync)),
             any::<bool>().prop_map(|up| Input::Plain(Event::Link { up })),
             any::<bool>().prop_map(|m| Input::Plain(Event::Master(m))),
-            Just(Input::Plain(Event::PeerLearned)),
+            Just(Input::Plain(Event::PeerReady)),
             Just(Input::Plain(Event::PeerBulkRequest)),
             Just(Input::Plain(Event::Tick)),
             any::<bool>().prop_map(|current| Input::Start { current }),

@@ -326,6 +326,16 @@ impl Freshness {
             .map_or(0, |peer| peer.session.get())
     }
 
+    /// Whether `session` has shown it heard our current session: from then
+    /// on it takes our state messages and bulk requests. The daemon compares
+    /// this before and after [`Freshness::check`] to tell the bulk requester
+    /// the peer is ready (`bulk::Event::PeerReady`).
+    pub fn hears_us(&self, session: NonZeroU64) -> bool {
+        self.peers
+            .iter()
+            .any(|peer| peer.session == session && peer.proven)
+    }
+
     pub fn is_known(&self, session: NonZeroU64) -> bool {
         self.peers.iter().any(|peer| peer.session == session)
     }
@@ -939,11 +949,13 @@ mod tests {
         // B restarts.
         let mut b = Node::new(0xb2);
         assert_eq!(a.receive(&b.beat()), Ok(Accepted::Learned { gap: 0 }));
+        assert!(!a.fresh.hears_us(nz(0xb2)));
         assert!(b.update().is_err());
         // A still echoes the old B, which B2 learns A from all the same.
         assert_eq!(a.fresh.last_heard(), 0xb1);
         no_gap(b.receive(&a.beat()));
         no_gap(a.receive(&b.update().expect("heard A")));
+        assert!(a.fresh.hears_us(nz(0xb2)));
         assert_eq!(a.fresh.last_heard(), 0xb2);
         no_gap(b.receive(&a.beat()));
         no_gap(b.receive(&a.update().expect("heard B2")));
