@@ -13,6 +13,7 @@ use carp_tests::{
 
 const PREFIX: &str = "ctbal";
 const VIP: &str = "10.0.1.50";
+const VIP_LAST_OCTET: u8 = 50;
 const LEADER: u8 = 3;
 const SECOND: u8 = 4;
 /// Client source addresses 10.0.1.101 ..= 10.0.1.120.
@@ -33,7 +34,7 @@ fn options(leader_advskew: u8, second_advskew: u8) -> CarpdOptions {
 /// The node (vhid) a client address hashes to: source xor VIP modulo 2
 /// is the parity of the last bytes' xor (the VIP's last byte is 50).
 fn node_of(source: u8) -> u8 {
-    if (source ^ 50) % 2 == 0 {
+    if (source ^ VIP_LAST_OCTET).is_multiple_of(2) {
         LEADER
     } else {
         SECOND
