@@ -3,10 +3,12 @@
 
 mod balancing;
 mod raw;
+mod sync;
 mod track;
 mod validate;
 
 pub use balancing::{BalanceMode, Balancing, Node};
+pub use sync::{DEFAULT_SYNC_PORT, SyncConfig};
 
 use std::fmt;
 use std::net::{IpAddr, SocketAddr};
@@ -34,6 +36,8 @@ pub struct Config {
     pub boot_timeout: Duration,
     pub hooks: HooksConfig,
     pub track: Vec<TrackConfig>,
+    /// `[sync]`: conntrack state sync with the peer, if configured.
+    pub sync: Option<SyncConfig>,
     /// Where it came from, for messages.
     pub path: PathBuf,
 }
@@ -133,6 +137,10 @@ impl TrackKind {
 pub struct Passphrase(Vec<u8>);
 
 impl Passphrase {
+    pub fn new(bytes: Vec<u8>) -> Self {
+        Self(bytes)
+    }
+
     pub fn as_bytes(&self) -> &[u8] {
         &self.0
     }

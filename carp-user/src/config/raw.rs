@@ -18,6 +18,19 @@ pub struct RawConfig {
     pub carp: Vec<RawCarp>,
     #[serde(default)]
     pub track: Vec<RawTrack>,
+    pub sync: Option<RawSync>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawSync {
+    pub syncdev: Option<String>,
+    pub syncpeer: Option<String>,
+    pub port: Option<i64>,
+    pub key_file: Option<PathBuf>,
+    pub protocols: Option<Vec<String>>,
+    pub ignore: Option<Vec<String>>,
+    pub bulk_timeout: Option<i64>,
 }
 
 #[derive(Debug, Deserialize)]

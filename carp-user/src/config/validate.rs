@@ -67,6 +67,7 @@ pub fn validate(raw: RawConfig, path: &Path) -> Result<Config, ConfigError> {
         &top,
     )?);
     let hooks = super::track::hooks(raw.hooks, path)?;
+    let sync = super::sync::sync(raw.sync, path)?;
     let track = super::track::trackers(raw.track, &carp, path)?;
     let pin_dir = raw
         .pin_dir
@@ -88,6 +89,7 @@ pub fn validate(raw: RawConfig, path: &Path) -> Result<Config, ConfigError> {
         boot_timeout,
         hooks,
         track,
+        sync,
         path: path.to_owned(),
     })
 }
