@@ -81,6 +81,9 @@ pub struct Status {
     pub hooks: HookCounters,
     #[serde(default)]
     pub boot: BootStatus,
+    /// Conntrack state sync, when configured.
+    #[serde(default)]
+    pub sync: Option<crate::sync::service::SyncStatus>,
 }
 
 /// A group, its counter and who contributes to it.

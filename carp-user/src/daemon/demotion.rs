@@ -157,6 +157,11 @@ impl Agent {
     /// their groups demoted) or start again, like OpenBSD's `carp_carpdev_state`.
     pub(super) async fn on_carrier(&mut self, event: CarrierEvent) {
         let now = clock::now();
+        if let Some(sync) = &self.sync
+            && sync.syncdev_index == event.ifindex
+        {
+            sync.link(event.carrier).await;
+        }
         for index in 0..self.vhids.len() {
             let vhid = &mut self.vhids[index];
             if vhid.carpdev_index != event.ifindex || vhid.carpdev_carrier == event.carrier {

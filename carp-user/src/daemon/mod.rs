@@ -16,7 +16,7 @@ use std::collections::BTreeMap;
 use std::net::IpAddr;
 
 use anyhow::Context;
-use tokio::sync::{mpsc, oneshot};
+use tokio::sync::{mpsc, oneshot, watch};
 use tracing::{info, warn};
 
 use crate::api::{Request, Response, Status};
@@ -29,6 +29,7 @@ use crate::hooks::Hooks;
 use crate::net::link::Links;
 use crate::net::link_monitor::{CarrierEvent, LinkMonitor};
 use crate::net::sysctl::Sysctls;
+use crate::sync::service::SyncHandle;
 use crate::track::{CheckResult, Trackers};
 use crate::wire::Advertisement;
 use demotion::Boot;
@@ -112,6 +113,10 @@ struct Agent {
     detach_requested: bool,
     /// We adopted a predecessor's pinned dataplane (a hitless restart).
     resumed: bool,
+    /// Conntrack state sync with the peer (`[sync]`).
+    sync: Option<SyncHandle>,
+    /// What the sync service was last told: MASTER of any vhid.
+    sync_told_master: bool,
 }
 
 /// How the agent leaves.
@@ -132,6 +137,8 @@ struct Inputs {
     /// Kept alive for as long as the agent runs.
     _link_monitor: LinkMonitor,
     _trackers: Trackers,
+    /// The sync service's demotion of group carp.
+    sync_demotion: Option<watch::Receiver<u8>>,
 }
 
 /// Runs carpd until SIGTERM or SIGINT, then bows out and removes what it
@@ -256,6 +263,9 @@ impl Agent {
                     self.on_conflict(&conflict);
                 }
                 Some(result) = inputs.checks.recv() => self.on_check(result).await,
+                Some(demotion) = sync_demotion(&mut inputs.sync_demotion) => {
+                    self.set_contribution(crate::groups::CARP_GROUP, SYNC_SOURCE, u32::from(demotion)).await;
+                }
                 Some(command) = commands.recv() => self.on_command(command).await,
                 () = sleep_until(deadline) => self.on_timers().await,
             }
@@ -388,6 +398,16 @@ impl Agent {
             let was_master = transition.from == State::Master;
             let is_master = transition.to == State::Master;
             if is_master && !was_master {
+                // State before traffic: the replicated connections must be
+                // in the kernel before the VIP draws their packets here.
+                if let Some(sync) = &self.sync
+                    && !sync.prepare_takeover().await
+                {
+                    warn!(
+                        "{}: sync did not confirm the replicated state in time; taking over anyway",
+                        self.vhids[index].name()
+                    );
+                }
                 self.set_role(index, true);
                 self.set_link(index, true).await;
             } else if was_master && !is_master {
@@ -408,6 +428,23 @@ impl Agent {
         });
         if stepped_down && !shared_with_a_master {
             self.set_link(index, false).await;
+        }
+        if output.transition.is_some() {
+            self.tell_sync_our_role().await;
+        }
+    }
+
+    /// The sync service never holds a bulk demotion on a MASTER.
+    async fn tell_sync_our_role(&mut self) {
+        let master = self
+            .vhids
+            .iter()
+            .any(|v| v.machine.state() == State::Master);
+        if let Some(sync) = &self.sync
+            && master != self.sync_told_master
+        {
+            self.sync_told_master = master;
+            sync.set_master(master).await;
         }
     }
 
@@ -504,6 +541,20 @@ const ACCEPT_BACKOFF: std::time::Duration = std::time::Duration::from_millis(100
 pub(crate) async fn accept_failed(server: &str, error: &std::io::Error) {
     tracing::debug!(%error, "{server}: accept failed");
     tokio::time::sleep(ACCEPT_BACKOFF).await;
+}
+
+/// The contribution the sync service makes to group carp's counter.
+const SYNC_SOURCE: &str = "sync";
+
+/// The sync service's next demotion; never, without sync.
+async fn sync_demotion(receiver: &mut Option<watch::Receiver<u8>>) -> Option<u8> {
+    match receiver {
+        Some(receiver) => {
+            receiver.changed().await.ok()?;
+            Some(*receiver.borrow_and_update())
+        }
+        None => std::future::pending().await,
+    }
 }
 
 async fn sleep_until(deadline: Option<Mono>) {

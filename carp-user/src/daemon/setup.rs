@@ -17,7 +17,8 @@ use super::vhid::{SendHealth, Vhid};
 use super::{Agent, EVENT_QUEUE, Exit, Inputs};
 use crate::api::Counters;
 use crate::clock;
-use crate::config::{BalanceMode, Balancing, CarpConfig, Config};
+use crate::config::{BalanceMode, Balancing, CarpConfig, Config, SyncConfig};
+use crate::sync::service::SyncHandle;
 use crate::dataplane::{Dataplane, PinDir, PinnedState, Previous, vip_key};
 use crate::fsm::{self, Interval, Machine};
 use crate::groups::Groups;
@@ -77,7 +78,23 @@ pub(super) async fn build(config: &Config, fresh: bool) -> anyhow::Result<(Agent
         heartbeat: Heartbeat::new(intervals(config)),
         detach_requested: false,
         resumed: adopted.is_some(),
+        sync: None,
+        sync_told_master: false,
     };
+    if let Some(sync) = &config.sync {
+        match start_sync(&agent.links, sync).await {
+            Ok(handle) => agent.sync = Some(handle),
+            Err(error) => {
+                let exit = if agent.resumed {
+                    Exit::Detach
+                } else {
+                    Exit::BowOut
+                };
+                agent.shutdown(exit).await;
+                return Err(error.context(format!("sync on {}", sync.syncdev)));
+            }
+        }
+    }
     let ipv6_router = Sysctls::get("net.ipv6.conf.all.forwarding").is_ok_and(|v| v == "1");
     for carp in &config.carp {
         match add_carp(
@@ -105,6 +122,7 @@ pub(super) async fn build(config: &Config, fresh: bool) -> anyhow::Result<(Agent
     let (checks_tx, checks) = mpsc::channel(EVENT_QUEUE);
     let trackers = track::spawn(&config.track, checks_tx);
     let inputs = Inputs {
+        sync_demotion: agent.sync.as_ref().map(|sync| sync.demotion.clone()),
         adverts,
         claims,
         carrier,
@@ -113,6 +131,32 @@ pub(super) async fn build(config: &Config, fresh: bool) -> anyhow::Result<(Agent
         _trackers: trackers,
     };
     Ok((agent, inputs))
+}
+
+/// Starts the sync service on the syncdev, from its address of the peer's
+/// family (its first IPv4 address for multicast).
+async fn start_sync(links: &Links, sync: &SyncConfig) -> anyhow::Result<SyncHandle> {
+    let syncdev = links.require(&sync.syncdev).await?;
+    let addresses = links.addresses(syncdev.index).await?;
+    let wanted_v6 = sync.peer.is_some_and(|peer| peer.is_ipv6());
+    let Some(local) = addresses
+        .into_iter()
+        .find(|address| address.is_ipv6() == wanted_v6 && !is_link_local(address))
+    else {
+        bail!(
+            "{} has no {} address to sync from",
+            sync.syncdev,
+            if wanted_v6 { "global IPv6" } else { "IPv4" }
+        );
+    };
+    crate::sync::service::start(sync, syncdev.index, local, syncdev.carrier)
+}
+
+fn is_link_local(address: &IpAddr) -> bool {
+    match address {
+        IpAddr::V4(v4) => v4.is_link_local(),
+        IpAddr::V6(v6) => v6.is_unicast_link_local(),
+    }
 }
 
 fn intervals(config: &Config) -> impl Iterator<Item = Interval> + '_ {

@@ -77,6 +77,7 @@ impl Agent {
                     Vec::new()
                 },
             },
+            sync: self.sync.as_ref().map(|sync| sync.status.borrow().clone()),
         }
     }
 

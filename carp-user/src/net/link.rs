@@ -141,7 +141,7 @@ impl Links {
     }
 
     /// Every address of an interface, in the kernel's order.
-    async fn addresses(&self, index: u32) -> Result<Vec<IpAddr>, LinkError> {
+    pub async fn addresses(&self, index: u32) -> Result<Vec<IpAddr>, LinkError> {
         let mut messages = self
             .handle
             .address()

@@ -4,6 +4,7 @@
 pub mod bulk;
 pub mod flow;
 pub mod freshness;
+pub mod service;
 pub mod wire;
 
 pub use flow::{Flow, FlowKey, L4, TcpInfo, Tuple};
