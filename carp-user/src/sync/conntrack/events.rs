@@ -60,6 +60,7 @@ pub struct EventSocket {
     lookup: Conntrack,
     skipped: u64,
     first_skip: Option<Skip>,
+    completed: u64,
 }
 
 impl EventSocket {
@@ -88,6 +89,7 @@ impl EventSocket {
             lookup: Conntrack::open()?,
             skipped: 0,
             first_skip: None,
+            completed: 0,
         })
     }
 
@@ -111,6 +113,12 @@ impl EventSocket {
     /// Events about entries that are not replicable (see [`Skip`]), left out.
     pub fn skipped(&self) -> (u64, Option<Skip>) {
         (self.skipped, self.first_skip)
+    }
+
+    /// TCP updates that came without their TCP state and were completed
+    /// with a lookup (see [`EventSocket::next`]).
+    pub fn completed(&self) -> u64 {
+        self.completed
     }
 
     /// The next event.
@@ -199,6 +207,7 @@ impl EventSocket {
             Event::Upsert { flow, origin }
                 if flow.original.proto == PROTO_TCP && flow.tcp.is_none() =>
             {
+                self.completed += 1;
                 match self.lookup.get(&flow.key()).await {
                     Ok(found) => Ok(found.map(|flow| Event::Upsert { flow, origin })),
                     Err(ConntrackError::Unrepresentable { source, .. }) => {

@@ -92,14 +92,19 @@ pub struct BatchReport {
     /// Deletes of entries the kernel did not have (ENOENT): the wanted end
     /// state, so not counted as failed.
     pub absent: usize,
+    /// The failed entry that comes first in the slice given.
+    /// The failed entry that comes first in the slice given.
     pub first_error: Option<EntryError>,
 }
 
 impl BatchReport {
     pub(super) fn fail(&mut self, index: usize, key: FlowKey, cause: Cause) {
         self.failed += 1;
-        self.first_error
-            .get_or_insert(EntryError { index, key, cause });
+        // Encode errors are known before the kernel's answers: keep the
+        // first in the caller's order, not in the order learnt.
+        if self.first_error.is_none_or(|first| index < first.index) {
+            self.first_error = Some(EntryError { index, key, cause });
+        }
     }
 
     pub fn applied(&self) -> usize {
