@@ -595,3 +595,352 @@ fn an_overflowing_event_queue_reports_overrun_then_carries_on() {
         .await;
     });
 }
+
+/// A gateway's policy, on the server itself: nothing but SYNs opens a
+/// flow; what conntrack does not know (INVALID) is counted and dropped, in
+/// both directions. `notrack_in` / `notrack_out` are empty until a test
+/// lets packets past conntrack (as if through the other node).
+const GATEWAY_RULES: &str = r#"
+table inet carp_ct_gate {
+    counter invalid_in {}
+    counter invalid_out {}
+    counter from_client {}
+    chain notrack_in {
+        type filter hook prerouting priority raw; policy accept;
+    }
+    chain notrack_out {
+        type filter hook output priority raw; policy accept;
+    }
+    chain input {
+        type filter hook input priority filter; policy drop;
+        ip saddr 10.99.0.1 counter name "from_client"
+        iifname "lo" accept
+        ct state invalid counter name "invalid_in" drop
+        ct state established,related,untracked accept
+        tcp flags & (fin | syn | rst | ack) == syn ct state new accept
+    }
+    chain output {
+        type filter hook output priority filter; policy accept;
+        ct state invalid counter name "invalid_out" drop
+    }
+}
+"#;
+
+fn counter(netns: &Netns, table: &str, name: &str) -> u64 {
+    let listing = netns.exec(&["nft", "list", "counter", "inet", table, name]);
+    listing
+        .split_whitespace()
+        .skip_while(|word| *word != "packets")
+        .nth(1)
+        .and_then(|count| count.parse().ok())
+        .unwrap_or_else(|| panic!("no packet count in {listing}"))
+}
+
+fn wait_until(what: &str, condition: impl Fn() -> bool) {
+    let deadline = Instant::now() + PATIENCE;
+    while !condition() {
+        assert!(Instant::now() < deadline, "{what}: not within {PATIENCE:?}");
+        std::thread::sleep(Duration::from_millis(10));
+    }
+}
+
+/// A client and a server namespace on a veth, the server with
+/// `GATEWAY_RULES` and `tcp_loose=0`, and a TCP connection between them
+/// that has carried data both ways.
+struct Gateway {
+    client_ns: Netns,
+    server_ns: Netns,
+    client: TcpStream,
+    server: TcpStream,
+    key: FlowKey,
+    runtime: tokio::runtime::Runtime,
+    /// A request socket in the server's namespace.
+    conntrack: Conntrack,
+}
+
+impl Gateway {
+    fn new(window: TcpWindow) -> Self {
+        let client_ns = Netns::new("client");
+        let server_ns = Netns::new("server");
+        run(Command::new("ip").args([
+            "link",
+            "add",
+            "c0",
+            "netns",
+            &client_ns.name,
+            "type",
+            "veth",
+            "peer",
+            "name",
+            "s0",
+            "netns",
+            &server_ns.name,
+        ]));
+        client_ns.ip(&["address", "add", "10.99.0.1/24", "dev", "c0"]);
+        client_ns.ip(&["link", "set", "c0", "up"]);
+        server_ns.ip(&["address", "add", "10.99.0.2/24", "dev", "s0"]);
+        server_ns.ip(&["link", "set", "s0", "up"]);
+        server_ns.nft(GATEWAY_RULES);
+        server_ns.sysctl("net.netfilter.nf_conntrack_tcp_loose", "0");
+
+        let listener = {
+            let _inside = server_ns.enter();
+            TcpListener::bind("10.99.0.2:0").expect("listens")
+        };
+        let server_address = listener.local_addr().expect("bound");
+        let mut client = {
+            let _inside = client_ns.enter();
+            TcpStream::connect_timeout(&server_address, PATIENCE).expect("connects")
+        };
+        let (mut server, client_address) = listener.accept().expect("accepts");
+        for stream in [&client, &server] {
+            stream
+                .set_read_timeout(Some(PATIENCE))
+                .expect("timeout set");
+            stream.set_nodelay(true).expect("nodelay set");
+        }
+        let mut buffer = [0; 6];
+        client.write_all(b"before").expect("writes");
+        server.read_exact(&mut buffer).expect("the server reads");
+        server.write_all(b"ok").expect("writes");
+        client
+            .read_exact(&mut buffer[..2])
+            .expect("the client reads");
+
+        let runtime = runtime();
+        let mut conntrack = {
+            let _inside = server_ns.enter();
+            runtime.block_on(async { Conntrack::open() })
+        }
+        .expect("ctnetlink opens");
+        conntrack.set_tcp_window(window);
+        let key = FlowKey {
+            original: Tuple {
+                src: client_address.ip(),
+                dst: server_address.ip(),
+                proto: 6,
+                l4: L4::Ports {
+                    src: client_address.port(),
+                    dst: server_address.port(),
+                },
+            },
+            zone: 0,
+        };
+        Self {
+            client_ns,
+            server_ns,
+            client,
+            server,
+            key,
+            runtime,
+            conntrack,
+        }
+    }
+
+    /// What the node that carried the connection would have replicated.
+    fn replicated_state(&mut self) -> Flow {
+        let flow = self
+            .runtime
+            .block_on(self.conntrack.get(&self.key))
+            .expect("get runs")
+            .expect("the server tracks the connection");
+        assert_eq!(flow.tcp.map(|tcp| tcp.state), Some(TCP_ESTABLISHED));
+        flow
+    }
+
+    /// The node taking over has no state for the connection.
+    fn forget(&mut self) {
+        let report = self
+            .runtime
+            .block_on(self.conntrack.delete(&[self.key]))
+            .expect("delete runs");
+        assert_eq!(report.applied(), 1);
+    }
+
+    fn install(&mut self, flow: Flow) {
+        let report = self
+            .runtime
+            .block_on(self.conntrack.install(&[flow]))
+            .expect("install runs");
+        assert_clean(&report, "install");
+    }
+
+    fn tracked(&mut self) -> Flow {
+        self.runtime
+            .block_on(self.conntrack.get(&self.key))
+            .expect("get runs")
+            .expect("still tracked")
+    }
+
+    /// Segments the client has retransmitted (`ss`'s `retrans:now/total`).
+    fn client_retransmissions(&self) -> u64 {
+        let listing = self.client_ns.exec(&["ss", "-tni", "dst", "10.99.0.2"]);
+        listing
+            .split_whitespace()
+            .find_map(|word| word.strip_prefix("retrans:"))
+            .and_then(|counts| counts.split('/').nth(1))
+            .map_or(0, |total| total.parse().unwrap_or(0))
+    }
+
+    fn from_client(&self) -> u64 {
+        counter(&self.server_ns, "carp_ct_gate", "from_client")
+    }
+
+    fn invalid(&self, direction: &str) -> u64 {
+        counter(
+            &self.server_ns,
+            "carp_ct_gate",
+            &format!("invalid_{direction}"),
+        )
+    }
+}
+
+fn assert_nothing_to_read(stream: &mut TcpStream, what: &str) {
+    stream.set_nonblocking(true).expect("non-blocking");
+    let mut buffer = [0; 1];
+    assert_eq!(
+        stream.read(&mut buffer).map_err(|error| error.kind()),
+        Err(std::io::ErrorKind::WouldBlock),
+        "{what}"
+    );
+    stream.set_nonblocking(false).expect("blocking");
+}
+
+/// The failover story: the server's conntrack forgets an established
+/// connection (a node that never saw its handshake), so with `tcp_loose=0`
+/// a mid-stream segment is INVALID and dropped; then the flow as the other
+/// node had it is installed, and the client's retransmission, and the
+/// server's answer, pass.
+fn a_replicated_flow_carries_a_connection_mid_stream(window: TcpWindow) {
+    let mut gateway = Gateway::new(window);
+    let replicated = gateway.replicated_state();
+    gateway.forget();
+
+    let dropped = gateway.invalid("in");
+    gateway.client.write_all(b"during").expect("writes");
+    // The segment and a retransmission of it: no state, no entry.
+    wait_until("two mid-stream segments dropped as INVALID", || {
+        gateway.invalid("in") >= dropped + 2
+    });
+    assert_nothing_to_read(&mut gateway.server, "nothing reached the server");
+
+    gateway.install(replicated);
+    let mut buffer = [0; 6];
+    gateway
+        .server
+        .read_exact(&mut buffer)
+        .expect("the retransmitted segment reaches the server");
+    assert_eq!(&buffer, b"during");
+    gateway.server.write_all(b"after").expect("writes");
+    gateway
+        .client
+        .read_exact(&mut buffer[..5])
+        .expect("the server's answer reaches the client");
+    assert_eq!(&buffer[..5], b"after");
+
+    let tcp = gateway.tracked().tcp.expect("TCP state");
+    assert_eq!(tcp.state, TCP_ESTABLISHED);
+    let liberal = tcp.flags_original & tcp.flags_reply & FLAG_BE_LIBERAL != 0;
+    assert_eq!(liberal, window == TcpWindow::Liberal);
+}
+
+#[test]
+fn a_replicated_flow_carries_a_connection_mid_stream_liberal() {
+    a_replicated_flow_carries_a_connection_mid_stream(TcpWindow::Liberal);
+}
+
+#[test]
+fn a_replicated_flow_carries_a_connection_mid_stream_tracked() {
+    a_replicated_flow_carries_a_connection_mid_stream(TcpWindow::Track);
+}
+
+/// Why installs are liberal by default. During the failover the server got
+/// data through the other node but its ACKs were lost; the client's first
+/// segment through this node is a retransmission of the oldest data, and
+/// the server's duplicate ACK acknowledges beyond anything this node saw
+/// sent. With window tracking (`TcpWindow::Track`) that ACK, and every
+/// later server segment, is INVALID: the connection stalls. Liberal flows
+/// carry on. Returns whether the server's answer reached the client.
+fn after_lost_acks(window: TcpWindow, wait: Duration) -> (bool, u64) {
+    let mut gateway = Gateway::new(window);
+    // A retransmission timeout, not a tail-loss probe, resends the data:
+    // the oldest segment, alone.
+    gateway.client_ns.sysctl("net.ipv4.tcp_early_retrans", "0");
+    let replicated = gateway.replicated_state();
+    gateway.forget();
+
+    // Through "the other node": past conntrack, and the server's ACKs lost.
+    gateway.server_ns.exec(&[
+        "nft",
+        "add rule inet carp_ct_gate notrack_in ip saddr 10.99.0.1 notrack",
+    ]);
+    gateway.server_ns.exec(&[
+        "nft",
+        "add rule inet carp_ct_gate notrack_out ip daddr 10.99.0.1 notrack",
+    ]);
+    gateway.client_ns.nft(
+        "table inet lossy {
+            chain input {
+                type filter hook input priority filter; policy accept;
+                ip saddr 10.99.0.2 drop
+            }
+        }",
+    );
+    // Several full segments, so the retransmission cannot cover them all.
+    let data = vec![b'x'; 8000];
+    gateway.client.write_all(&data).expect("writes");
+    let mut received = vec![0; data.len()];
+    gateway
+        .server
+        .read_exact(&mut received)
+        .expect("the server gets the data");
+
+    // Let the client's first retransmission timeout pass: the server answers
+    // the repeated segment at once (lost too), and then has nothing more to
+    // send, so the next packet this node sees is the client's.
+    wait_until("a retransmission by the client", || {
+        gateway.client_retransmissions() >= 1
+    });
+    gateway
+        .server_ns
+        .exec(&["nft", "flush chain inet carp_ct_gate notrack_in"]);
+    gateway
+        .server_ns
+        .exec(&["nft", "flush chain inet carp_ct_gate notrack_out"]);
+    gateway.client_ns.exec(&["nft", "delete table inet lossy"]);
+    // This node takes over.
+    let arrived = gateway.from_client();
+    gateway.install(replicated);
+    // The client's retransmission is the first packet of the connection
+    // this node sees; the server answers it with its duplicate ACK.
+    wait_until("the client's retransmission", || {
+        gateway.from_client() > arrived
+    });
+    gateway.server.write_all(b"after").expect("writes");
+    gateway
+        .client
+        .set_read_timeout(Some(wait))
+        .expect("timeout set");
+    let mut buffer = [0; 5];
+    let answered = gateway.client.read_exact(&mut buffer).is_ok();
+    (answered, gateway.invalid("out"))
+}
+
+#[test]
+fn liberal_flows_survive_acks_lost_in_the_failover() {
+    let (answered, _) = after_lost_acks(TcpWindow::Liberal, PATIENCE);
+    assert!(answered, "the server's answer reached the client");
+}
+
+#[test]
+fn tracked_flows_stall_when_acks_were_lost_in_the_failover() {
+    let (answered, invalid_out) = after_lost_acks(TcpWindow::Track, Duration::from_secs(3));
+    assert!(
+        !answered,
+        "the kernel accepted an ACK beyond what it saw sent: TcpWindow::Track may be safe now"
+    );
+    assert!(
+        invalid_out > 0,
+        "the server's segments were dropped as INVALID"
+    );
+}
