@@ -241,7 +241,7 @@ fn icmp_echo(client: IpAddr, server: IpAddr, id: u16) -> Flow {
 }
 
 /// A flow as the kernel reports it after an install of `flow`: CONFIRMED
-/// set, the timeout counting down, BE_LIBERAL added to TCP flags.
+/// set, the timeout counting down, `BE_LIBERAL` added to TCP flags.
 fn assert_installed(flow: &Flow, dumped: &Flow, window: TcpWindow) {
     let mut expected = *flow;
     expected.status |= IPS_CONFIRMED;
@@ -448,7 +448,7 @@ async fn event_where(
             Ok(Ok(event)) if wanted(&event) => return event,
             Ok(Ok(event)) => seen.push(event),
             Ok(Err(error)) => panic!("{what}: reading events failed: {error}"),
-            Err(_) => panic!("{what}: no such event within {PATIENCE:?}; saw {seen:#?}"),
+            Err(elapsed) => panic!("{what}: {elapsed} ({PATIENCE:?}); saw {seen:#?}"),
         }
     }
 }
@@ -782,7 +782,7 @@ impl Gateway {
             .map_or(0, |total| total.parse().unwrap_or(0))
     }
 
-    fn from_client(&self) -> u64 {
+    fn packets_from_client(&self) -> u64 {
         counter(&self.server_ns, "carp_ct_gate", "from_client")
     }
 
@@ -909,12 +909,12 @@ fn after_lost_acks(window: TcpWindow, wait: Duration) -> (bool, u64) {
         .exec(&["nft", "flush chain inet carp_ct_gate notrack_out"]);
     gateway.client_ns.exec(&["nft", "delete table inet lossy"]);
     // This node takes over.
-    let arrived = gateway.from_client();
+    let arrived = gateway.packets_from_client();
     gateway.install(replicated);
     // The client's retransmission is the first packet of the connection
     // this node sees; the server answers it with its duplicate ACK.
     wait_until("the client's retransmission", || {
-        gateway.from_client() > arrived
+        gateway.packets_from_client() > arrived
     });
     gateway.server.write_all(b"after").expect("writes");
     gateway

@@ -105,38 +105,37 @@ pub enum TcpWindow {
 /// The status bits an install copies from the flow.
 ///
 /// `nf_ct_change_status_common` answers EBUSY to a request whose status
-/// differs from the entry's in EXPECTED, CONFIRMED or DYING, or that clears
-/// SEEN_REPLY or ASSURED; `__nf_ct_change_status` silently ignores the other
-/// kernel-owned bits (NAT, NAT_DONE, SEQ_ADJUST, TEMPLATE, UNTRACKED,
-/// OFFLOAD, HW_OFFLOAD). Left out on purpose:
-/// - EXPECTED: only valid with a master tuple (`CTA_TUPLE_MASTER`), and
+/// differs from the entry's in `EXPECTED`, `CONFIRMED` or `DYING`, or that
+/// clears `SEEN_REPLY` or `ASSURED`; `__nf_ct_change_status` silently ignores
+/// the other kernel-owned bits (`*_NAT`, `*_NAT_DONE`, `SEQ_ADJUST`,
+/// `TEMPLATE`, `UNTRACKED`, `OFFLOAD`, `HW_OFFLOAD`). Left out on purpose:
+/// - `EXPECTED`: only valid with a master tuple (`CTA_TUPLE_MASTER`), and
 ///   expectations are not replicated: a related flow becomes a plain flow.
-/// - SRC_NAT/DST_NAT and their _DONE bits: they describe a NAT binding,
-///   which is not replicated (no `CTA_NAT_SRC/DST`): the peer gets the
-///   tuples without the binding.
-/// - SEQ_ADJUST: needs the NAT sequence-adjust extension we do not send.
-/// - FIXED_TIMEOUT: on the peer it would make every later update of the
+/// - `SRC_NAT`, `DST_NAT` and their `_DONE` bits: they describe a NAT
+///   binding, which is not replicated (no `CTA_NAT_SRC/DST`): the peer gets
+///   the tuples without the binding.
+/// - `SEQ_ADJUST`: needs the NAT sequence-adjust extension we do not send.
+/// - `FIXED_TIMEOUT`: on the peer it would make every later update of the
 ///   timeout fail with EPERM.
-/// - HELPER: helpers are not replicated.
-/// - DYING, TEMPLATE, UNTRACKED, OFFLOAD, HW_OFFLOAD: the kernel's own.
+/// - `HELPER`: helpers are not replicated.
+/// - `DYING`, `TEMPLATE`, `UNTRACKED`, `OFFLOAD`, `HW_OFFLOAD`: the kernel's own.
 pub const INSTALL_STATUS: u32 = IPS_SEEN_REPLY | IPS_ASSURED;
 
-/// The `CTA_STATUS` of an install: the replicable bits and CONFIRMED.
+/// The `CTA_STATUS` of an install: the replicable bits and `CONFIRMED`.
 ///
-/// CONFIRMED is the kernel's, but it must be sent: the entry being updated
-/// is confirmed, and `ctnetlink_create_conntrack` marks a new entry
-/// confirmed before it applies `CTA_STATUS`, so a status without it
-/// "changes" CONFIRMED and the kernel refuses the whole request with EBUSY
-/// (checked on 6.18; libnetfilter_conntrack adds the bit for the same
-/// reason).
+/// `CONFIRMED` is the kernel's, but it must be sent: the entry being updated
+/// is confirmed, and a new entry already is when `ctnetlink_create_conntrack`
+/// applies `CTA_STATUS`, so a status without it "changes" `CONFIRMED` and the
+/// kernel refuses the whole request with EBUSY (seen on 6.18;
+/// `libnetfilter_conntrack` adds the bit for the same reason).
 pub fn install_status(status: u32) -> u32 {
     status & INSTALL_STATUS | IPS_CONFIRMED
 }
 
 /// The TCP tracking flags an install copies from the sender. Left out:
-/// MAXACK_SET (`td_maxack` itself is not replicated, so the flag would vouch
-/// for a zero) and CHALLENGE_ACK (about the last packet only). The mask
-/// sent is 0xff, so both are cleared on an existing entry too.
+/// `MAXACK_SET` (`td_maxack` itself is not replicated, so the flag would
+/// vouch for a zero) and `CHALLENGE_ACK` (about the last packet only). The
+/// mask sent is 0xff, so both are cleared on an existing entry too.
 pub const INSTALL_TCP_FLAGS: u8 = IP_CT_TCP_FLAG_WINDOW_SCALE
     | IP_CT_TCP_FLAG_SACK_PERM
     | IP_CT_TCP_FLAG_CLOSE_INIT
@@ -481,7 +480,7 @@ pub fn new_attributes(
     if flow.original.proto == PROTO_TCP {
         let tcp = flow.tcp.ok_or(EncodeError::MissingTcpState)?;
         attributes.push(ConntrackAttribute::CtaProtoInfo(vec![ProtoInfo::TCP(
-            tcp_attributes(&tcp, window)?,
+            tcp_attributes(tcp, window)?,
         )]));
     }
     Ok(attributes)
@@ -544,7 +543,7 @@ fn tuple_attributes(tuple: &Tuple) -> Result<Vec<TupleAttribute>, EncodeError> {
 /// first and the window scales only when both directions then have
 /// `IP_CT_TCP_FLAG_WINDOW_SCALE`, so scales without that flag are ignored,
 /// as they were on the sender.
-fn tcp_attributes(tcp: &TcpInfo, window: TcpWindow) -> Result<Vec<ProtoInfoTCP>, EncodeError> {
+fn tcp_attributes(tcp: TcpInfo, window: TcpWindow) -> Result<Vec<ProtoInfoTCP>, EncodeError> {
     if tcp.state >= TCP_CONNTRACK_MAX {
         return Err(EncodeError::TcpState(tcp.state));
     }

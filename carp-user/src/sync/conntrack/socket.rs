@@ -128,7 +128,7 @@ impl Conntrack {
         mut each: impl FnMut(Flow),
     ) -> Result<DumpStats, ConntrackError> {
         const WHAT: &str = "dump";
-        self.begin().await?;
+        self.begin()?;
         let seq = self.take_seq();
         self.send.clear();
         push_dump_request(&mut self.send, seq, family.nfproto());
@@ -190,7 +190,7 @@ impl Conntrack {
         let encode = |source| ConntrackError::Encode { what: WHAT, source };
         let family = family_of(&key.original).map_err(encode)?;
         let attributes = key_attributes(key).map_err(encode)?;
-        self.begin().await?;
+        self.begin()?;
         let seq = self.take_seq();
         self.send.clear();
         push_request(
@@ -295,7 +295,7 @@ impl Conntrack {
         key_of: impl Fn(&T) -> FlowKey,
     ) -> Result<BatchReport, ConntrackError> {
         let what = operation.name();
-        self.begin().await?;
+        self.begin()?;
         let mut report = BatchReport {
             requested: items.len(),
             ..BatchReport::default()
@@ -395,7 +395,7 @@ impl Conntrack {
     /// Drains what a cancelled operation left (including the rest of a dump:
     /// the kernel produces the next part of a dump on each read, until
     /// done), then marks an operation as running.
-    async fn begin(&mut self) -> Result<(), ConntrackError> {
+    fn begin(&mut self) -> Result<(), ConntrackError> {
         if self.dirty {
             loop {
                 self.receive.clear();

@@ -59,7 +59,7 @@ pub const CTA_PROTOINFO_TCP_WSCALE_REPLY: u16 = 3;
 pub const CTA_PROTOINFO_TCP_FLAGS_ORIGINAL: u16 = 4;
 pub const CTA_PROTOINFO_TCP_FLAGS_REPLY: u16 = 5;
 
-/// `TCP_CONNTRACK_MAX`: states are 0 (NONE) ..= 9 (SYN_SENT2).
+/// `TCP_CONNTRACK_MAX`: states are 0 (`NONE`) ..= 9 (`SYN_SENT2`).
 pub const TCP_CONNTRACK_MAX: u8 = 10;
 
 /// `IP_CT_TCP_FLAG_*`: per-direction TCP tracking flags.
