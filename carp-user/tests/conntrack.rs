@@ -66,8 +66,12 @@ impl Netns {
             .args(args))
     }
 
+    /// Writes a sysctl of the namespace (`/proc/sys/net` shows the
+    /// namespace of the thread that opens it).
     fn sysctl(&self, key: &str, value: &str) {
-        self.exec(&["sysctl", "-q", "-w", &format!("{key}={value}")]);
+        let _inside = self.enter();
+        let path = format!("/proc/sys/{}", key.replace('.', "/"));
+        std::fs::write(&path, value).unwrap_or_else(|error| panic!("{path}: {error}"));
     }
 
     fn nft(&self, ruleset: &str) {
@@ -315,6 +319,76 @@ fn installed_flows_dump_back_as_they_were_sent() {
         let only_v6 = conntrack.dump(Family::Ipv6).await.expect("dump runs");
         assert_eq!(only_v6.flows.len(), 1);
         assert!(only_v6.flows[0].original.src.is_ipv6());
+    });
+}
+
+#[test]
+fn the_zone_is_part_of_the_key() {
+    let netns = Netns::new("zones");
+    let _inside = netns.enter();
+    runtime().block_on(async {
+        let mut conntrack = Conntrack::open().expect("ctnetlink opens");
+        let default_zone = tcp_flow(v4(10, 0, 0, 1), v4(10, 0, 1, 1), 40000, 443);
+        let zone_7 = Flow {
+            zone: 7,
+            mark: 1,
+            ..default_zone
+        };
+        let report = conntrack
+            .install(&[default_zone, zone_7])
+            .await
+            .expect("install runs");
+        assert_clean(&report, "install");
+        let dump = conntrack.dump(Family::Any).await.expect("dump runs");
+        assert_eq!(dump.flows.len(), 2, "one entry per zone");
+        assert_installed(
+            &zone_7,
+            find(&dump.flows, &zone_7.key()),
+            TcpWindow::Liberal,
+        );
+
+        let report = conntrack
+            .delete(&[zone_7.key()])
+            .await
+            .expect("delete runs");
+        assert_eq!(report.applied(), 1);
+        let dump = conntrack.dump(Family::Any).await.expect("dump runs");
+        assert_eq!(dump.flows.len(), 1);
+        assert_eq!(dump.flows[0].key(), default_zone.key());
+    });
+}
+
+#[test]
+fn an_operation_cancelled_half_way_does_not_confuse_the_next() {
+    let netns = Netns::new("cancel");
+    let _inside = netns.enter();
+    runtime().block_on(async {
+        let mut conntrack = Conntrack::open().expect("ctnetlink opens");
+        let flows = many_flows(30_000);
+        assert_clean(
+            &conntrack.install(&flows).await.expect("install runs"),
+            "install",
+        );
+
+        // Poll a dump once: tokio's cooperative budget makes it yield after
+        // part of the table; then drop it with the rest of the dump pending.
+        let mut seen = 0;
+        {
+            let dump = conntrack.dump_each(Family::Any, |_| seen += 1);
+            tokio::pin!(dump);
+            assert!(
+                futures::poll!(dump.as_mut()).is_pending(),
+                "the dump finished in one poll: nothing was cancelled"
+            );
+        }
+        assert!(seen > 0 && seen < flows.len(), "cancelled after {seen}");
+
+        let dump = conntrack.dump(Family::Any).await.expect("dump runs");
+        assert_eq!(dump.flows.len(), flows.len());
+        let keys: Vec<FlowKey> = flows.iter().map(Flow::key).collect();
+        let report = conntrack.delete(&keys).await.expect("delete runs");
+        assert_clean(&report, "delete");
+        assert_eq!(report.applied(), flows.len());
     });
 }
 
@@ -943,4 +1017,69 @@ fn tracked_flows_stall_when_acks_were_lost_in_the_failover() {
         invalid_out > 0,
         "the server's segments were dropped as INVALID"
     );
+}
+
+/// `n` distinct established TCP flows.
+fn many_flows(n: u32) -> Vec<Flow> {
+    (0..n)
+        .map(|i| {
+            let [_, a, b, c] = i.to_be_bytes();
+            tcp_flow(v4(10, a, b, c), v4(192, 0, 2, 1), 40000, 443)
+        })
+        .collect()
+}
+
+/// Installs, dumps, updates and deletes `CARP_CT_BENCH_FLOWS` flows
+/// (default 100 000) and prints the rates (`--nocapture`; build with
+/// `--release` for numbers worth quoting). More than
+/// `net.netfilter.nf_conntrack_max` entries need that raised first.
+#[test]
+fn bulk_install_dump_update_and_delete() {
+    let count: u32 = std::env::var("CARP_CT_BENCH_FLOWS")
+        .ok()
+        .and_then(|value| value.parse().ok())
+        .unwrap_or(100_000);
+    let netns = Netns::new("bulk");
+    let _inside = netns.enter();
+    runtime().block_on(async {
+        let mut conntrack = Conntrack::open().expect("ctnetlink opens");
+        let flows = many_flows(count);
+        let rate = |what: &str, started: Instant| {
+            let seconds = started.elapsed().as_secs_f64();
+            println!(
+                "{what}: {count} entries in {seconds:.3} s, {:.0} entries/s",
+                f64::from(count) / seconds
+            );
+        };
+
+        let started = Instant::now();
+        let report = conntrack.install(&flows).await.expect("install runs");
+        rate("install (create)", started);
+        assert_clean(&report, "install");
+        assert_eq!(report.applied(), flows.len());
+
+        let started = Instant::now();
+        let mut seen = 0usize;
+        let stats = conntrack
+            .dump_each(Family::Ipv4, |_| seen += 1)
+            .await
+            .expect("dump runs");
+        rate("dump", started);
+        assert_eq!((seen, stats.skipped), (flows.len(), 0));
+
+        let updated: Vec<Flow> = flows.iter().map(|flow| Flow { mark: 1, ..*flow }).collect();
+        let started = Instant::now();
+        let report = conntrack.install(&updated).await.expect("update runs");
+        rate("install (update)", started);
+        assert_clean(&report, "update");
+
+        let keys: Vec<FlowKey> = flows.iter().map(Flow::key).collect();
+        let started = Instant::now();
+        let report = conntrack.delete(&keys).await.expect("delete runs");
+        rate("delete", started);
+        assert_clean(&report, "delete");
+        assert_eq!(report.applied(), flows.len());
+        let left = conntrack.dump(Family::Any).await.expect("dump runs");
+        assert!(left.flows.is_empty());
+    });
 }

@@ -61,6 +61,8 @@ pub struct EventSocket {
     skipped: u64,
     first_skip: Option<Skip>,
     completed: u64,
+    /// An upsert whose completion was under way when `next` was cancelled.
+    incomplete: Option<Event>,
 }
 
 impl EventSocket {
@@ -90,6 +92,7 @@ impl EventSocket {
             skipped: 0,
             first_skip: None,
             completed: 0,
+            incomplete: None,
         })
     }
 
@@ -128,7 +131,16 @@ impl EventSocket {
     /// timeout change) this fetches the whole entry, so every `Upsert`
     /// carries a complete flow. If the entry is gone by then, the event is
     /// dropped: its DESTROY follows.
+    ///
+    /// Cancel-safe: an event is consumed only by the call that returns it.
     pub async fn next(&mut self) -> Result<Event, ConntrackError> {
+        if let Some(event) = self.incomplete {
+            let completed = self.complete(event).await;
+            self.incomplete = None;
+            if let Some(event) = completed? {
+                return Ok(event);
+            }
+        }
         loop {
             if self.read >= self.receive.len() {
                 self.read = 0;
@@ -180,7 +192,11 @@ impl EventSocket {
             self.read = self.receive.len() - replies.remaining();
             match parsed {
                 Some(Ok(event)) => {
-                    if let Some(event) = self.complete(event).await? {
+                    // Kept until completed, in case this call is cancelled.
+                    self.incomplete = Some(event);
+                    let completed = self.complete(event).await;
+                    self.incomplete = None;
+                    if let Some(event) = completed? {
                         return Ok(event);
                     }
                 }

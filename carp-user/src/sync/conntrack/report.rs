@@ -137,3 +137,46 @@ pub struct Dump {
     pub flows: Vec<Flow>,
     pub stats: DumpStats,
 }
+
+#[cfg(test)]
+mod tests {
+    use std::net::{IpAddr, Ipv4Addr};
+
+    use super::*;
+    use crate::sync::flow::{L4, Tuple};
+
+    fn key(last: u8) -> FlowKey {
+        FlowKey {
+            original: Tuple {
+                src: IpAddr::V4(Ipv4Addr::new(10, 0, 0, last)),
+                dst: IpAddr::V4(Ipv4Addr::new(10, 0, 1, 1)),
+                proto: 17,
+                l4: L4::Ports { src: 1, dst: 53 },
+            },
+            zone: 0,
+        }
+    }
+
+    #[test]
+    fn the_first_error_is_the_first_in_the_callers_order() {
+        let mut report = BatchReport {
+            requested: 10,
+            ..BatchReport::default()
+        };
+        // Encode errors are recorded before the kernel answers.
+        report.fail(7, key(7), Cause::Encode(EncodeError::MixedFamilies));
+        report.fail(3, key(3), Cause::Kernel(libc::EBUSY));
+        report.fail(9, key(9), Cause::Kernel(libc::EINVAL));
+        report.absent += 1;
+        assert_eq!((report.failed, report.applied()), (3, 6));
+        let first = report.first_error.expect("a first error");
+        assert_eq!(first.index, 3);
+        assert_eq!(
+            first.to_string(),
+            format!(
+                "entry 3 (proto 17 10.0.0.3 -> 10.0.1.1, zone 0): {}",
+                io::Error::from_raw_os_error(libc::EBUSY)
+            )
+        );
+    }
+}
