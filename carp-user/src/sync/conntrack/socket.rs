@@ -128,7 +128,7 @@ impl Conntrack {
         mut each: impl FnMut(Flow),
     ) -> Result<DumpStats, ConntrackError> {
         const WHAT: &str = "dump";
-        self.begin()?;
+        self.begin().await?;
         let seq = self.take_seq();
         self.send.clear();
         push_dump_request(&mut self.send, seq, family.nfproto());
@@ -190,7 +190,7 @@ impl Conntrack {
         let encode = |source| ConntrackError::Encode { what: WHAT, source };
         let family = family_of(&key.original).map_err(encode)?;
         let attributes = key_attributes(key).map_err(encode)?;
-        self.begin()?;
+        self.begin().await?;
         let seq = self.take_seq();
         self.send.clear();
         push_request(
@@ -295,7 +295,7 @@ impl Conntrack {
         key_of: impl Fn(&T) -> FlowKey,
     ) -> Result<BatchReport, ConntrackError> {
         let what = operation.name();
-        self.begin()?;
+        self.begin().await?;
         let mut report = BatchReport {
             requested: items.len(),
             ..BatchReport::default()
@@ -394,23 +394,29 @@ impl Conntrack {
 
     /// Drains what a cancelled operation left (including the rest of a dump:
     /// the kernel produces the next part of a dump on each read, until
-    /// done), then marks an operation as running.
-    fn begin(&mut self) -> Result<(), ConntrackError> {
-        if self.dirty {
-            loop {
-                self.receive.clear();
-                match self
-                    .socket
-                    .get_ref()
-                    .recv(&mut self.receive, libc::MSG_DONTWAIT)
-                {
-                    Ok(_) => {}
-                    Err(error) if error.kind() == io::ErrorKind::WouldBlock => break,
-                    // Replies of the cancelled operation were lost: nothing
-                    // to drain of them any more.
-                    Err(error) if error.raw_os_error() == Some(libc::ENOBUFS) => {}
-                    Err(error) => return Err(ConntrackError::io("drain")(error)),
-                }
+    /// done, then the queue is empty), then marks an operation as running.
+    async fn begin(&mut self) -> Result<(), ConntrackError> {
+        /// Datagrams read between yields to the runtime: the rest of a
+        /// large dump can take seconds to drain.
+        const DRAIN_BURST: usize = 64;
+        let mut drained = 0usize;
+        while self.dirty {
+            self.receive.clear();
+            match self
+                .socket
+                .get_ref()
+                .recv(&mut self.receive, libc::MSG_DONTWAIT)
+            {
+                Ok(_) => {}
+                Err(error) if error.kind() == io::ErrorKind::WouldBlock => break,
+                // Replies of the cancelled operation were lost: nothing to
+                // drain of them any more.
+                Err(error) if error.raw_os_error() == Some(libc::ENOBUFS) => {}
+                Err(error) => return Err(ConntrackError::io("drain")(error)),
+            }
+            drained += 1;
+            if drained.is_multiple_of(DRAIN_BURST) {
+                tokio::task::yield_now().await;
             }
         }
         self.dirty = true;
