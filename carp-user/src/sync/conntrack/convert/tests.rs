@@ -2,11 +2,16 @@
 //! Flow → attributes → Flow for any flow (property), and every skip and
 //! encode error.
 
+use std::net::{Ipv4Addr, Ipv6Addr};
+
+use netlink_packet_netfilter::conntrack::ConntrackAttribute;
 use proptest::prelude::*;
 use rtnetlink::packet_core::Emitable;
 
+use super::parse::{Attributes, find};
 use super::*;
-use crate::sync::flow::PROTO_UDP;
+use crate::sync::conntrack::uapi::*;
+use crate::sync::flow::{Flow, L4, PROTO_ICMP, PROTO_TCP, PROTO_UDP, TcpInfo};
 
 /// `CTA_*` attributes of dump entries, captured from `IPCTNL_MSG_CT_GET`
 /// dumps on Linux 6.18 (entries made with `conntrack -I`), `nfgenmsg` removed.
