@@ -73,14 +73,17 @@ pub enum EncodeError {
 /// How an installed TCP flow is window-checked on the receiving kernel.
 ///
 /// A flow created over ctnetlink has no window data (`td_maxwin == 0` in
-/// both directions). Since Linux 5.x `tcp_in_window` then takes the first
-/// packet of each direction as given ("mid-stream pickup") and learns the
-/// windows from it. That fails in the failover case that matters: the first
-/// segment the new master sees from a sender is often a retransmission of
-/// old data while the receiver, which got newer data through the old
-/// master, acknowledges beyond it; the receiver's ACK is then past what the
-/// new master knows was sent, is marked INVALID, and a ruleset that drops
-/// INVALID stalls the connection for good.
+/// both directions), and `tcp_in_window` takes the first packet it then sees
+/// in each direction as given ("mid-stream pickup"), learning the window
+/// from it. Most of the time that works (tested: a retransmitted segment
+/// passes either way). It fails in a failover case that matters: ACKs lost
+/// in the switch-over, the sender retransmits its oldest segment, and the
+/// receiver, which got newer data through the old master, answers with an
+/// ACK beyond anything the new master saw sent. If the sender's segment is
+/// the first the new master sees, that ACK and every later segment of the
+/// receiver are INVALID, and a ruleset that drops INVALID stalls the
+/// connection for good (reproduced on 6.18 by the namespace test
+/// `tracked_flows_stall_when_acks_were_lost_in_the_failover`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub enum TcpWindow {
     /// Set `IP_CT_TCP_FLAG_BE_LIBERAL` on both directions: out-of-window
