@@ -83,7 +83,7 @@ pub struct Status {
     pub boot: BootStatus,
     /// Conntrack state sync, when configured.
     #[serde(default)]
-    pub sync: Option<crate::sync::service::SyncStatus>,
+    pub sync: Option<Box<crate::sync::service::SyncStatus>>,
 }
 
 /// A group, its counter and who contributes to it.

@@ -16,6 +16,7 @@ use tokio::sync::Semaphore;
 
 use crate::api::{InterfaceStatus, Status};
 use crate::daemon::Handle;
+use crate::sync::service::SyncStatus;
 
 /// Scrapes served at once; more wait for a slot instead of piling up.
 const MAX_SCRAPES: usize = 4;
@@ -139,6 +140,9 @@ pub fn render(status: &Status) -> String {
     }
 
     demotion_metrics(&mut registry, status);
+    if let Some(sync) = &status.sync {
+        sync_metrics(&mut registry, sync);
+    }
 
     let mut text = String::new();
     // Writing into a String cannot fail.
@@ -219,6 +223,95 @@ fn demotion_metrics(registry: &mut Registry, status: &Status) {
     ready
         .get_or_create(&Vec::new())
         .set(i64::from(status.boot.ready));
+}
+
+/// The sync service: peer, bulk state, messages, updates, drops.
+fn sync_metrics(registry: &mut Registry, sync: &SyncStatus) {
+    let none = Vec::new();
+    let peer_up = gauge_family(
+        registry,
+        "carp_sync_peer_up",
+        "1 while the sync peer is heard",
+    );
+    peer_up.get_or_create(&none).set(i64::from(sync.peer_up));
+    let bulk = gauge_family(
+        registry,
+        "carp_sync_bulk_state",
+        "1 for the bulk update's current state",
+    );
+    for state in ["none", "requested", "receiving", "done", "failed"] {
+        bulk.get_or_create(&vec![("state".to_owned(), state.to_owned())])
+            .set(i64::from(sync.bulk == state));
+    }
+    for (name, help, value) in [
+        (
+            "carp_sync_demotion",
+            "What sync adds to group carp's demote counter",
+            sync.demotion.into(),
+        ),
+        (
+            "carp_sync_pending",
+            "Local changes not sent yet",
+            sync.pending,
+        ),
+        (
+            "carp_sync_entries",
+            "Entries in this node's conntrack table",
+            sync.entries,
+        ),
+    ] {
+        gauge_family(registry, name, help)
+            .get_or_create(&none)
+            .set(i64::try_from(value).unwrap_or(i64::MAX));
+    }
+    let messages = counter_family(registry, "carp_sync_messages", "Sync messages by direction");
+    for (direction, value) in [
+        ("sent", sync.messages_sent),
+        ("received", sync.messages_received),
+    ] {
+        messages
+            .get_or_create(&vec![("direction".to_owned(), direction.to_owned())])
+            .inc_by(value);
+    }
+    let updates = counter_family(
+        registry,
+        "carp_sync_updates",
+        "Flow changes sent, received, applied and refused by the kernel",
+    );
+    for (direction, value) in [
+        ("sent", sync.updates_sent),
+        ("received", sync.updates_received),
+        ("applied", sync.updates_applied),
+        ("failed", sync.updates_failed),
+    ] {
+        updates
+            .get_or_create(&vec![("direction".to_owned(), direction.to_owned())])
+            .inc_by(value);
+    }
+    let drops = counter_family(
+        registry,
+        "carp_sync_drops",
+        "Sync datagrams dropped, by reason",
+    );
+    for (reason, value) in &sync.drops {
+        drops
+            .get_or_create(&vec![("reason".to_owned(), reason.clone())])
+            .inc_by(*value);
+    }
+    counter_family(
+        registry,
+        "carp_sync_overruns",
+        "Times local conntrack events were lost",
+    )
+    .get_or_create(&none)
+    .inc_by(sync.overruns);
+    counter_family(
+        registry,
+        "carp_sync_bulks_answered",
+        "Bulk updates sent to the peer",
+    )
+    .get_or_create(&none)
+    .inc_by(sync.bulks_answered);
 }
 
 /// Serves `GET /metrics` until the listener fails.
@@ -355,6 +448,19 @@ mod tests {
                 failures: 1,
             },
             boot: BootStatus::default(),
+            sync: Some(Box::new(SyncStatus {
+                syncdev: "eth-sync".into(),
+                peer_up: true,
+                bulk: "receiving".into(),
+                demotion: 32,
+                messages_sent: 9,
+                updates_received: 300,
+                updates_applied: 299,
+                updates_failed: 1,
+                drops: [("bad_mac".to_owned(), 4)].into(),
+                entries: 1000,
+                ..SyncStatus::default()
+            })),
         }
     }
 
@@ -383,6 +489,15 @@ mod tests {
             "carp_hook_runs_total 6",
             "carp_hook_failures_total 1",
             "carp_boot_ready 0",
+            "carp_sync_peer_up 1",
+            r#"carp_sync_bulk_state{state="receiving"} 1"#,
+            r#"carp_sync_bulk_state{state="done"} 0"#,
+            "carp_sync_demotion 32",
+            "carp_sync_entries 1000",
+            r#"carp_sync_messages_total{direction="sent"} 9"#,
+            r#"carp_sync_updates_total{direction="applied"} 299"#,
+            r#"carp_sync_updates_total{direction="failed"} 1"#,
+            r#"carp_sync_drops_total{reason="bad_mac"} 4"#,
         ] {
             assert!(text.lines().any(|l| l == line), "missing {line} in\n{text}");
         }

@@ -339,4 +339,46 @@ fn render_demotion(out: &mut String, status: &Status) {
             status.boot.waiting_for.join(", ")
         );
     }
+    if let Some(sync) = &status.sync {
+        render_sync(out, sync);
+    }
+}
+
+/// The sync service: peer, bulk, traffic and drops.
+fn render_sync(out: &mut String, sync: &carp::sync::service::SyncStatus) {
+    let peer = match (&sync.peer_session, sync.peer_up) {
+        (Some(session), true) => format!(
+            "peer {session} up{}",
+            if sync.peer_in_sync { ", in sync" } else { "" }
+        ),
+        (Some(session), false) => format!(
+            "peer {session} silent for {} ms",
+            sync.peer_heard_ms_ago.unwrap_or(0)
+        ),
+        (None, _) => "no peer heard yet".into(),
+    };
+    let _ = writeln!(
+        out,
+        "sync on {}: {peer}; bulk update {}, demotion {}",
+        sync.syncdev, sync.bulk, sync.demotion
+    );
+    let _ = writeln!(
+        out,
+        "	updates: {} sent, {} received, {} applied, {} refused, {} pending; {} entries; {} bulk(s) answered",
+        sync.updates_sent,
+        sync.updates_received,
+        sync.updates_applied,
+        sync.updates_failed,
+        sync.pending,
+        sync.entries,
+        sync.bulks_answered
+    );
+    if !sync.drops.is_empty() || sync.overruns > 0 {
+        let _ = writeln!(
+            out,
+            "	drops: {}; event overruns: {}",
+            by_reason(&sync.drops),
+            sync.overruns
+        );
+    }
 }

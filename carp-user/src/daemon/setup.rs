@@ -18,7 +18,6 @@ use super::{Agent, EVENT_QUEUE, Exit, Inputs};
 use crate::api::Counters;
 use crate::clock;
 use crate::config::{BalanceMode, Balancing, CarpConfig, Config, SyncConfig};
-use crate::sync::service::SyncHandle;
 use crate::dataplane::{Dataplane, PinDir, PinnedState, Previous, vip_key};
 use crate::fsm::{self, Interval, Machine};
 use crate::groups::Groups;
@@ -29,6 +28,7 @@ use crate::net::link_monitor;
 use crate::net::packet_socket::PacketSocket;
 use crate::net::sysctl::Sysctls;
 use crate::net::{multicast_virtual_mac, virtual_mac};
+use crate::sync::service::SyncHandle;
 use crate::track;
 use crate::wire::{Authenticator, Key};
 

@@ -77,7 +77,10 @@ impl Agent {
                     Vec::new()
                 },
             },
-            sync: self.sync.as_ref().map(|sync| sync.status.borrow().clone()),
+            sync: self
+                .sync
+                .as_ref()
+                .map(|sync| Box::new(sync.status.borrow().clone())),
         }
     }
 

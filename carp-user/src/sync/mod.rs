@@ -2,6 +2,7 @@
 //! replicated over an authenticated protocol on the sync link.
 
 pub mod bulk;
+pub mod conntrack;
 pub mod flow;
 pub mod freshness;
 pub mod service;

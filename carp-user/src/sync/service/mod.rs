@@ -26,11 +26,11 @@ use tokio::task::JoinHandle;
 use tracing::{debug, info, warn};
 
 use super::bulk::{Action, BulkConfig, BulkRequester, Event as BulkEvent};
-use super::conntrack::{Conntrack, ConntrackError, DEFAULT_EVENT_BUFFER, Event, EventSocket, Origin};
-use super::freshness::{Accepted, Freshness, Sequencer, new_session};
-use super::wire::{
-    Change, DEFAULT_MTU_PAYLOAD, Envelope, Message, SyncKey, UpdateBatcher,
+use super::conntrack::{
+    Conntrack, ConntrackError, DEFAULT_EVENT_BUFFER, Event, EventSocket, Origin,
 };
+use super::freshness::{Accepted, Freshness, Sequencer, new_session};
+use super::wire::{Change, DEFAULT_MTU_PAYLOAD, Envelope, Message, SyncKey, UpdateBatcher};
 use super::{Flow, FlowKey};
 use crate::clock::{self, Mono};
 use crate::config::SyncConfig;
@@ -78,10 +78,18 @@ impl SyncHandle {
     /// installed. False if the service did not answer in time.
     pub async fn prepare_takeover(&self) -> bool {
         let (reply, done) = oneshot::channel();
-        if self.requests.send(Request::PrepareTakeover(reply)).await.is_err() {
+        if self
+            .requests
+            .send(Request::PrepareTakeover(reply))
+            .await
+            .is_err()
+        {
             return false;
         }
-        matches!(tokio::time::timeout(PREPARE_TIMEOUT, done).await, Ok(Ok(())))
+        matches!(
+            tokio::time::timeout(PREPARE_TIMEOUT, done).await,
+            Ok(Ok(()))
+        )
     }
 
     pub async fn set_master(&self, master: bool) {
@@ -186,7 +194,8 @@ impl Service {
     async fn run(mut self, mut requests: mpsc::Receiver<Request>) {
         let mut buffer = datagram_buffer();
         let now = clock::now();
-        self.bulk_event(now, BulkEvent::Link { up: self.link_up }).await;
+        self.bulk_event(now, BulkEvent::Link { up: self.link_up })
+            .await;
         self.bulk_event(now, BulkEvent::Start).await;
         self.heartbeat().await;
         let mut next_beat = now + HEARTBEAT_INTERVAL;
@@ -263,7 +272,11 @@ impl Service {
             Request::Master(master) => self.bulk_event(now, BulkEvent::Master(master)).await,
             Request::Link(up) => {
                 if up != self.link_up {
-                    info!("sync: {} {}", self.status.syncdev, if up { "up" } else { "down" });
+                    info!(
+                        "sync: {} {}",
+                        self.status.syncdev,
+                        if up { "up" } else { "down" }
+                    );
                 }
                 self.link_up = up;
                 self.bulk_event(now, BulkEvent::Link { up }).await;
@@ -304,7 +317,10 @@ impl Service {
         }
         self.peer_ready = ready;
         if accepted.gap() > 0 {
-            warn!("sync: {} state message(s) from the peer lost: resyncing", accepted.gap());
+            warn!(
+                "sync: {} state message(s) from the peer lost: resyncing",
+                accepted.gap()
+            );
             self.bulk_event(now, BulkEvent::LostSync).await;
         }
         let late = matches!(accepted, Accepted::Late);
@@ -327,25 +343,32 @@ impl Service {
                 }
             }
             Message::BulkStart { request_id } => {
-                self.bulk_event(now, BulkEvent::BulkStart { request_id }).await;
+                self.bulk_event(now, BulkEvent::BulkStart { request_id })
+                    .await;
             }
             Message::BulkRecords { request_id, flows } => {
                 let records = u32::try_from(flows.len()).unwrap_or(u32::MAX);
                 self.install(&flows).await;
-                self.bulk_event(now, BulkEvent::BulkRecords {
-                    request_id,
-                    records,
-                })
+                self.bulk_event(
+                    now,
+                    BulkEvent::BulkRecords {
+                        request_id,
+                        records,
+                    },
+                )
                 .await;
             }
             Message::BulkEnd {
                 request_id,
                 records,
             } => {
-                self.bulk_event(now, BulkEvent::BulkEnd {
-                    request_id,
-                    records,
-                })
+                self.bulk_event(
+                    now,
+                    BulkEvent::BulkEnd {
+                        request_id,
+                        records,
+                    },
+                )
                 .await;
             }
         }
@@ -382,7 +405,11 @@ impl Service {
                 self.status.updates_applied += report.applied() as u64;
                 self.status.updates_failed += report.failed as u64;
                 if let Some(first) = report.first_error {
-                    debug!("sync: {} of {} not installed, first: {first}", report.failed, flows.len());
+                    debug!(
+                        "sync: {} of {} not installed, first: {first}",
+                        report.failed,
+                        flows.len()
+                    );
                 }
             }
             Err(error) => self.conntrack_failed("installing", &error, flows.len()),
@@ -475,7 +502,10 @@ impl Service {
     }
 
     async fn send(&mut self, message: Message) {
-        let Ok(envelope) = self.sequencer.envelope(message, self.freshness.last_heard()) else {
+        let Ok(envelope) = self
+            .sequencer
+            .envelope(message, self.freshness.last_heard())
+        else {
             return;
         };
         match envelope.encode(&self.key) {
@@ -518,7 +548,7 @@ impl Service {
             heard_ago.map(|ago| u64::try_from(ago.as_millis()).unwrap_or(u64::MAX));
         let peer = self.freshness.last_heard();
         self.status.peer_session = (peer != 0).then(|| format!("{peer:016x}"));
-        self.status.bulk = self.bulk.state().label().to_owned();
+        self.bulk.state().label().clone_into(&mut self.status.bulk);
         self.status.entries = table_entries();
         self.status_tx.send_replace(self.status.clone());
     }

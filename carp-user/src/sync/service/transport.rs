@@ -28,12 +28,7 @@ impl SyncSocket {
     /// Opens the socket on `syncdev` (`local` is its address of the peer's
     /// family, or its IPv4 address for multicast). Must be called inside
     /// the tokio runtime.
-    pub fn open(
-        syncdev: &str,
-        local: IpAddr,
-        peer: Option<IpAddr>,
-        port: u16,
-    ) -> io::Result<Self> {
+    pub fn open(syncdev: &str, local: IpAddr, peer: Option<IpAddr>, port: u16) -> io::Result<Self> {
         let (domain, any) = match local {
             IpAddr::V4(_) => (Domain::IPV4, IpAddr::V4(Ipv4Addr::UNSPECIFIED)),
             IpAddr::V6(_) => (Domain::IPV6, IpAddr::V6(Ipv6Addr::UNSPECIFIED)),
