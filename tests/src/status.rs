@@ -20,6 +20,9 @@ pub struct Status {
     /// The boot interlock; absent (an older carpd) reads as not ready.
     #[serde(default)]
     pub boot: BootStatus,
+    /// State sync, when configured.
+    #[serde(default)]
+    pub sync: Option<carp::sync::service::SyncStatus>,
 }
 
 /// A group, its demote counter and who contributes to it.

@@ -7,6 +7,7 @@ use serde::{Deserialize, Serialize};
 /// A snapshot of the sync service, published on every heartbeat and on
 /// every change of the bulk state.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default)]
 pub struct SyncStatus {
     pub syncdev: String,
     /// The peer session we last heard from, in hex; none yet.
