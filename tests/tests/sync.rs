@@ -187,3 +187,163 @@ fn a_peer_that_never_answers_holds_the_bulk_demotion_no_longer_than_the_bound() 
     );
     Ok(())
 }
+
+/// Runs carp-sync-inject in `gateway`'s namespace.
+fn inject(
+    cluster: &Cluster,
+    gateway: &str,
+    local: &str,
+    key: &Path,
+    args: &[&str],
+) -> anyhow::Result<()> {
+    let output = Command::new("ip")
+        .args(["netns", "exec", cluster.netns(gateway)?.name()])
+        .arg(env!("CARGO_BIN_EXE_carp-sync-inject"))
+        .args(["--dev", "eth-sync", "--local", local, "--key-file"])
+        .arg(key)
+        .args(args)
+        .output()?;
+    anyhow::ensure!(
+        output.status.success(),
+        "carp-sync-inject {args:?}: {}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    Ok(())
+}
+
+#[test]
+fn forged_replayed_and_truncated_sync_messages_change_nothing_and_are_counted() -> anyhow::Result<()>
+{
+    require_root()?;
+    let dir = tempfile::tempdir()?;
+    let key = key_file(dir.path())?;
+    let cluster = Cluster::start("ctforge", &options(&key, ""))?;
+    cluster.wait_steady("gw1", "gw2", STEADY_TIMEOUT)?;
+    let synced = wait_for(STEADY_TIMEOUT, "gw2's bulk update to finish", || {
+        sync_status(&cluster, "gw2")
+            .filter(|s| s.bulk == "done")
+            .map(|_| ())
+    });
+    cluster.with_report(synced)?;
+    let before = sync_status(&cluster, "gw2").unwrap_or_default();
+    let gw2_sync = "10.0.3.3";
+    for (kind, count) in [
+        ("wrong-key", 1),
+        ("truncated", 1),
+        ("garbage", 1),
+        ("unknown-session", 1),
+        ("replay", 3),
+    ] {
+        inject(
+            &cluster,
+            "gw2",
+            gw2_sync,
+            &key,
+            &["--count", &count.to_string(), kind],
+        )?;
+    }
+    let expected = [
+        ("bad_mac", 1),
+        ("truncated", 1),
+        ("bad_magic", 1),
+        ("stale_session", 1),
+        ("replayed", 3),
+    ];
+    let mut last = None;
+    let counted = wait_for(STEADY_TIMEOUT, "every bad datagram counted", || {
+        let after = sync_status(&cluster, "gw2")?;
+        last = Some(after.drops.clone());
+        expected
+            .iter()
+            .all(|(reason, n)| {
+                after.drops.get(*reason).copied().unwrap_or(0)
+                    >= before.drops.get(*reason).copied().unwrap_or(0) + n
+            })
+            .then_some(after)
+    });
+    let after = cluster.with_report(counted).map_err(|error| {
+        anyhow::anyhow!(
+            "{error}\ngw2's drops before {:?}, last seen {last:?}",
+            before.drops
+        )
+    })?;
+    assert_eq!(
+        (
+            after.updates_received,
+            after.updates_applied,
+            after.bulk.as_str()
+        ),
+        (before.updates_received, before.updates_applied, "done"),
+        "a bad datagram changed state: before {before:?}, after {after:?}"
+    );
+    assert!(cluster.all_vhids_in("gw1", &CarpState::Master));
+    assert!(cluster.all_vhids_in("gw2", &CarpState::Backup));
+    Ok(())
+}
+
+/// PROTOCOL.md field story 1 (`OpenBSD` 5.1): the backup's carpd restarts
+/// while its sync link flaps. The master must never leave MASTER (a peer's
+/// restart is no loss of sync: it must not ask the booting peer for a bulk
+/// and demote itself), and the backup must end in sync, as BACKUP.
+#[test]
+fn a_backup_restarting_while_its_sync_link_flaps_never_takes_over() -> anyhow::Result<()> {
+    require_root()?;
+    let dir = tempfile::tempdir()?;
+    let key = key_file(dir.path())?;
+    let options = options(&key, "bulk_timeout = 15\n");
+    let mut cluster = Cluster::start("ctflap", &options)?;
+    cluster.wait_steady("gw1", "gw2", STEADY_TIMEOUT)?;
+    let synced = wait_for(STEADY_TIMEOUT, "gw2 in sync", || {
+        sync_status(&cluster, "gw2")
+            .filter(|s| s.bulk == "done")
+            .map(|_| ())
+    });
+    cluster.with_report(synced)?;
+    let steady_at = carp_tests::wall_clock();
+
+    cluster.signal("gw2", Signal::SIGTERM)?;
+    cluster.wait_exit("gw2", STEADY_TIMEOUT)?;
+    let gw1 = cluster.netns("gw1")?.name().to_owned();
+    // Five flaps of the master's sync link, the backup restarting during
+    // the second. The pauses are the stimulus, not a synchronisation.
+    for flap in 0..5 {
+        carp_tests::output(Command::new("ip").args([
+            "netns", "exec", &gw1, "ip", "link", "set", "eth-sync", "down",
+        ]))?;
+        if flap == 1 {
+            cluster.restart("gw2", &options)?;
+        }
+        std::thread::sleep(Duration::from_millis(300));
+        carp_tests::output(
+            Command::new("ip").args(["netns", "exec", &gw1, "ip", "link", "set", "eth-sync", "up"]),
+        )?;
+        std::thread::sleep(Duration::from_millis(300));
+    }
+    let in_sync = wait_for(Duration::from_secs(30), "gw2 in sync again", || {
+        sync_status(&cluster, "gw2")
+            .filter(|s| s.bulk == "done" && s.peer_up)
+            .map(|_| ())
+    });
+    cluster.with_report(in_sync)?;
+    let gw1_changes: Vec<_> = cluster
+        .transitions("gw1")?
+        .into_iter()
+        .filter(|t| t.at > steady_at)
+        .collect();
+    assert!(
+        gw1_changes.is_empty(),
+        "the master changed state: {gw1_changes:?}"
+    );
+    let gw2_master: Vec<_> = cluster
+        .transitions("gw2")?
+        .into_iter()
+        .filter(|t| t.at > steady_at && t.to == CarpState::Master)
+        .collect();
+    assert!(
+        gw2_master.is_empty(),
+        "the restarting backup became MASTER: {gw2_master:?}"
+    );
+    assert!(cluster.all_vhids_in("gw2", &CarpState::Backup));
+    assert!(cluster.all_vhids_in("gw1", &CarpState::Master));
+    Ok(())
+}
