@@ -480,16 +480,17 @@ impl Service {
     /// An Update (or bulk answer) to the peer; before we have heard it, the
     /// seq is spent instead, so the peer sees a gap once it hears us.
     async fn send_state(&mut self, message: Message) {
-        if let Message::Update(changes) = &message {
-            let count = changes.len() as u64;
-            self.status.pending = self.status.pending.saturating_sub(count);
-            self.status.updates_sent += count;
-        }
+        let count = match &message {
+            Message::Update(changes) => changes.len() as u64,
+            _ => 0,
+        };
+        self.status.pending = self.status.pending.saturating_sub(count);
         if self.freshness.last_heard() == 0 {
             self.sequencer.skip_state();
             return;
         }
         self.send(message).await;
+        self.status.updates_sent += count;
     }
 
     async fn heartbeat(&mut self) {
