@@ -193,6 +193,36 @@ fn accepted_frames_for_the_shared_mac_are_readdressed_to_the_carpdev() {
 }
 
 #[test]
+fn in_the_unicast_modes_the_carp_interface_takes_the_frame_as_is() {
+    let mut harness = harness();
+    let mut group = BalanceGroup {
+        count: 2,
+        mode: carp_common::BALANCE_IP_STEALTH,
+        shared_mac: virtual_mac(LEADER),
+        carpdev_mac: CARPDEV_MAC,
+        ..BalanceGroup::default()
+    };
+    group.nodes[..2].copy_from_slice(&[LEADER, SECOND]);
+    harness
+        .dataplane
+        .add_balance_group(LOOPBACK, &group)
+        .expect("the group map takes a group");
+    roles(&mut harness, true, false);
+    let frame = ipv4(virtual_mac(LEADER), TO_LEADER, VIP);
+    let run = harness
+        .dataplane
+        .run_on_frame(&frame, 1)
+        .expect("the test run works");
+    assert_eq!((run.action, run.frame), (XDP_PASS, frame));
+    harness.expect(
+        "the second node's share",
+        &ipv4(virtual_mac(LEADER), TO_SECOND, VIP),
+        XDP_DROP,
+        Some((SECOND, Verdict::NotOwned)),
+    );
+}
+
+#[test]
 fn the_node_a_requester_hashes_to_answers_arp_for_the_shared_vip() {
     let mut harness = harness();
     roles(&mut harness, true, false);

@@ -229,6 +229,20 @@ impl Lab {
     /// Builds the lab in namespaces `<prefix>-<pid>-<n>-{sw,gw1,gw2,client,server}`.
     pub fn build(prefix: &str) -> Result<Self> {
         let topology = Topology::build(prefix, &Self::spec())?;
+        // A veth hands frames the XDP program sends back out (XDP_TX: the
+        // ARP replies of balanced interfaces) only to a peer running NAPI,
+        // which GRO turns on; a physical NIC needs nothing of the kind.
+        for gw in &GATEWAYS {
+            for port in ["eth-out", "eth-in", "eth-sync"] {
+                topology.switch().run([
+                    "ethtool",
+                    "-K",
+                    &topology.switch_port(gw.name, port),
+                    "gro",
+                    "on",
+                ])?;
+            }
+        }
         let pins_root = std::env::temp_dir().join(format!("carp-pins-{}", topology.stem()));
         let mut pins = Vec::new();
         for gw in &GATEWAYS {

@@ -1,8 +1,10 @@
-//! IP balancing (OpenBSD's carpnodes with `balancing ip`): a third carp
-//! interface on the outside segment, shared by vhids 3 and 4, gw1 preferred
-//! for 3 and gw2 for 4. Many client addresses ping the shared VIP: each is
-//! answered by the gateway its address hashes to, and all keep working,
-//! through gw2 alone, once gw1 dies.
+//! IP balancing (OpenBSD's carpnodes with `balancing ip|ip-stealth|ip-unicast`):
+//! a third carp interface on the outside segment, shared by vhids 3 and 4,
+//! gw1 preferred for 3 and gw2 for 4. Many client addresses ping the shared
+//! VIP: each is answered by the gateway its address hashes to, and all keep
+//! working, through gw2 alone, once gw1 dies. In `ip` mode the switch floods
+//! the multicast MAC; in `ip-stealth` it never learns the unicast one; in
+//! `ip-unicast` it is set up to flood (learning off on the gateways' ports).
 
 use std::collections::BTreeSet;
 use std::time::Duration;
@@ -11,7 +13,6 @@ use carp_tests::{
     CLIENT, Capture, CarpState, CarpdOptions, Cluster, Signal, require_root, wait_for,
 };
 
-const PREFIX: &str = "ctbal";
 const VIP: &str = "10.0.1.50";
 const VIP_LAST_OCTET: u8 = 50;
 const LEADER: u8 = 3;
@@ -23,10 +24,10 @@ const TAKEOVER_TIMEOUT: Duration = Duration::from_secs(15);
 
 /// gw1's or gw2's balanced interface: each is preferred (advskew 0) for
 /// one of the two nodes.
-fn options(leader_advskew: u8, second_advskew: u8) -> CarpdOptions {
+fn options(mode: &str, leader_advskew: u8, second_advskew: u8) -> CarpdOptions {
     CarpdOptions::default().with_toml(&format!(
         "[[carp]]\nname = \"carp2\"\ncarpdev = \"eth-out\"\npass = \"balanced\"\n\
-         balancing = \"ip\"\nnodes = [\"{LEADER}:{leader_advskew}\", \"{SECOND}:{second_advskew}\"]\n\
+         balancing = \"{mode}\"\nnodes = [\"{LEADER}:{leader_advskew}\", \"{SECOND}:{second_advskew}\"]\n\
          addresses = [\"{VIP}/24\"]\n"
     ))
 }
@@ -98,12 +99,49 @@ fn ping_from_every_source(cluster: &Cluster) -> anyhow::Result<Vec<u8>> {
 }
 
 #[test]
-fn balancing_spreads_clients_over_both_gateways_and_survives_one() -> anyhow::Result<()> {
+fn balancing_ip_spreads_clients_over_both_gateways_and_survives_one() -> anyhow::Result<()> {
+    spreads_and_survives("ctbalip", "ip", false)
+}
+
+#[test]
+fn balancing_ip_stealth_spreads_clients_over_both_gateways_and_survives_one() -> anyhow::Result<()>
+{
+    spreads_and_survives("ctbalst", "ip-stealth", false)
+}
+
+#[test]
+fn balancing_ip_unicast_spreads_clients_over_both_gateways_and_survives_one() -> anyhow::Result<()>
+{
+    spreads_and_survives("ctbaluc", "ip-unicast", true)
+}
+
+fn spreads_and_survives(prefix: &str, mode: &str, flood: bool) -> anyhow::Result<()> {
     require_root()?;
     let mut cluster = Cluster::start_each(
-        PREFIX,
-        &[("gw1", &options(0, 100)), ("gw2", &options(100, 0))],
+        prefix,
+        &[
+            ("gw1", &options(mode, 0, 100)),
+            ("gw2", &options(mode, 100, 0)),
+        ],
     )?;
+    if flood {
+        // What ip-unicast asks of the switch: flood the shared MAC to every
+        // node (here: learn nothing on the gateways' ports).
+        let topology = cluster.lab().topology();
+        for gateway in ["gw1", "gw2"] {
+            let port = topology.switch_port(gateway, "eth-out");
+            topology
+                .switch()
+                .run(["bridge", "link", "set", "dev", &port, "learning", "off"])?;
+            // Forget what was learnt before (the nodes advertise from
+            // their virtual MACs in this mode).
+            for mac in ["00:00:5e:00:01:03", "00:00:5e:00:01:04"] {
+                let _ = topology
+                    .switch()
+                    .run(["bridge", "fdb", "del", mac, "dev", &port, "master"]);
+            }
+        }
+    }
     wait_node(&cluster, "gw1", LEADER)?;
     wait_node(&cluster, "gw2", SECOND)?;
     assert_eq!(state_of(&cluster, "gw1", SECOND), Some(CarpState::Backup));

@@ -15,12 +15,15 @@ use anyhow::{Context as _, Result, bail};
 use crate::tools::{cargo, command, is_root, run as run_command, stdout, succeeds};
 
 /// Debian packages the tests, the lab and the benchmark use.
-pub const PACKAGES: [&str; 6] = [
+pub const PACKAGES: [&str; 7] = [
     "iproute2",
     "tcpdump",
     "ucarp",
     "nftables",
     "iputils-ping",
+    // The lab turns GRO on for its switch ports: a veth delivers the XDP
+    // program's XDP_TX frames (balanced ARP replies) only to a peer with NAPI.
+    "ethtool",
     // `cargo xtask bench failover` measures carpd against it.
     "keepalived",
 ];

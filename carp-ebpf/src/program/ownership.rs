@@ -10,7 +10,9 @@
 //! carpdev, and the node an ARP requester hashes to answers it here.
 
 use aya_ebpf::{bindings::xdp_action, helpers::bpf_ktime_get_ns, programs::XdpContext};
-use carp_common::{BalanceGroup, ClaimEvent, Verdict, VhidKey, VhidState, VipClaim, VipKey};
+use carp_common::{
+    BALANCE_IP, BalanceGroup, ClaimEvent, Verdict, VhidKey, VhidState, VipClaim, VipKey,
+};
 use carp_ebpf::{ARP_FRAME_LEN, arp_reply, balance_node, owned, virtual_mac, virtual_mac_vhid};
 
 use super::{
@@ -53,9 +55,10 @@ pub fn for_virtual_mac(
     Some(for_shared_mac(ctx, ifindex, vhid, state, ethernet))
 }
 
-/// A frame for a balanced group's shared MAC. Accepted IPv4 is readdressed
-/// to the carpdev: in `ip` mode the MAC is multicast, and every carp
-/// interface on the carpdev would take a copy of the frame.
+/// A frame for a balanced group's shared MAC. In `ip` mode accepted IPv4 is
+/// readdressed to the carpdev: the MAC is multicast, and every carp
+/// interface on the carpdev would take a copy of the frame. In the unicast
+/// modes the carp interface has the shared MAC and takes the frame as is.
 #[inline(always)]
 fn for_shared_mac(
     ctx: &XdpContext,
@@ -78,7 +81,10 @@ fn for_shared_mac(
                 [ip[12], ip[13], ip[14], ip[15]],
                 [ip[16], ip[17], ip[18], ip[19]],
             );
-            if action == xdp_action::XDP_PASS && !write(ctx, 0, group.carpdev_mac) {
+            if action == xdp_action::XDP_PASS
+                && group.mode == BALANCE_IP
+                && !write(ctx, 0, group.carpdev_mac)
+            {
                 return xdp_action::XDP_DROP;
             }
             action

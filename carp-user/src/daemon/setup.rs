@@ -252,8 +252,6 @@ async fn add_carp(
     };
     let resume = add_to_dataplane(&mut agent.dataplane, carp, &carpdev, shared, adopted)?;
 
-    // A balanced interface's own MAC is neither shared nor virtual: traffic
-    // the kernel sends from it must never teach a switch the shared MAC.
     let interface_mac = shared.map_or(virtual_mac(carp.vhid), |s| s.interface);
     let carp_index = agent
         .links
@@ -267,7 +265,7 @@ async fn add_carp(
         .await?;
     // Registered before anything else can fail, so shutdown removes it.
     agent.carp_interfaces.push((carp.name.clone(), carp_index));
-    prepare_carp_interface(&mut agent.sysctls, &carp.name)?;
+    prepare_carp_interface(&mut agent.sysctls, &carp.name, shared.is_some())?;
     for net in &carp.addresses {
         agent
             .links
@@ -302,7 +300,9 @@ struct SharedMacs {
     /// The carpdev's own: announcements, and in stealth mode
     /// advertisements, leave from it.
     carpdev: [u8; 6],
-    /// The carp interface's own.
+    /// The carp interface's own: the shared one for the unicast modes (the
+    /// frames for it are the interface's to receive), a locally administered
+    /// one for `ip` (an interface cannot have a multicast MAC).
     interface: [u8; 6],
     stealth: bool,
 }
@@ -316,14 +316,19 @@ impl SharedMacs {
             );
         };
         let leader = carp.vhid;
-        let mut interface = virtual_mac(leader);
-        // Locally administered: 02:00:5e:00:01:<leader>.
-        interface[0] = 0x02;
+        let (shared, interface) = match balancing.mode {
+            // Locally administered: 02:00:5e:00:01:<leader>.
+            BalanceMode::Ip => (multicast_virtual_mac(leader), {
+                let mut own = virtual_mac(leader);
+                own[0] = 0x02;
+                own
+            }),
+            BalanceMode::IpStealth | BalanceMode::IpUnicast => {
+                (virtual_mac(leader), virtual_mac(leader))
+            }
+        };
         Ok(Self {
-            shared: match balancing.mode {
-                BalanceMode::Ip => multicast_virtual_mac(leader),
-                BalanceMode::IpStealth | BalanceMode::IpUnicast => virtual_mac(leader),
-            },
+            shared,
             carpdev: carpdev_mac,
             interface,
             stealth: balancing.mode == BalanceMode::IpStealth,
@@ -502,7 +507,17 @@ fn prepare_carpdev(sysctls: &mut Sysctls, carpdev: &str) -> anyhow::Result<()> {
 /// VIPs: with Linux's default `arp_ignore=0` it also answered for the node's
 /// own addresses (it hears the broadcast requests for the carpdev's) with
 /// the virtual MAC, which then follows the vhid to the other node.
-fn prepare_carp_interface(sysctls: &mut Sysctls, name: &str) -> anyhow::Result<()> {
+///
+/// A balanced interface carries IPv4 only and runs no IPv6 at all: its
+/// multicast listener reports would leave from the shared MAC, and a switch
+/// that learns it stops flooding it (`ip-stealth`, `ip-unicast`).
+fn prepare_carp_interface(sysctls: &mut Sysctls, name: &str, balanced: bool) -> anyhow::Result<()> {
+    if balanced {
+        let key = format!("net.ipv6.conf.{name}.disable_ipv6");
+        if let Err(error) = sysctls.set(&key, "1") {
+            warn!("{name}: cannot set {key}: {error}");
+        }
+    }
     for (key, value) in [
         (format!("net.ipv6.conf.{name}.keep_addr_on_down"), "1"),
         (format!("net.ipv6.conf.{name}.addr_gen_mode"), "1"),
