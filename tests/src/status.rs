@@ -22,7 +22,7 @@ pub struct Status {
     pub boot: BootStatus,
     /// State sync, when configured.
     #[serde(default)]
-    pub sync: Option<carp::sync::service::SyncStatus>,
+    pub sync: Option<Box<carp::sync::service::SyncStatus>>,
 }
 
 /// A group, its demote counter and who contributes to it.

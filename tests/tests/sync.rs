@@ -69,7 +69,7 @@ fn sync_status(cluster: &Cluster, gateway: &str) -> Option<carp::sync::service::
     cluster
         .status(gateway)
         .ok()
-        .and_then(|status: Status| status.sync)
+        .and_then(|status: Status| status.sync.map(|sync| *sync))
 }
 
 #[test]
