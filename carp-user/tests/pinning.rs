@@ -1,0 +1,122 @@
+//! The pinned dataplane on a real bpffs: what a pin directory an earlier
+//! carpd left is judged to be (nothing, live, stale, foreign), that a
+//! second load adopts the pinned maps with their contents, and that
+//! clearing removes carpd's pins only. Needs root (BPF, mount).
+
+use std::path::Path;
+use std::time::Duration;
+
+use carp::clock;
+use carp::dataplane::{Dataplane, PinDir, Previous};
+use carp_common::VhidKey;
+
+const IFINDEX: u32 = 1;
+const VHID: u8 = 9;
+const BOUND: Duration = Duration::from_secs(3);
+
+/// A bpffs mounted on a fresh temporary directory, unmounted on drop.
+struct Bpffs {
+    dir: tempfile::TempDir,
+}
+
+impl Bpffs {
+    fn new() -> Self {
+        let dir = tempfile::tempdir().expect("a temporary directory");
+        // PinDir mounts a bpffs where there is none: the code under test.
+        let pins = PinDir::open(dir.path()).unwrap_or_else(|error| {
+            panic!("mounting a bpffs failed: {error} (these tests need root: `cargo xtask test`)")
+        });
+        assert_eq!(pins.path(), dir.path());
+        Self { dir }
+    }
+
+    fn pins(&self) -> PinDir {
+        PinDir::open(self.dir.path()).expect("the pin directory opens")
+    }
+
+    fn path(&self) -> &Path {
+        self.dir.path()
+    }
+}
+
+impl Drop for Bpffs {
+    fn drop(&mut self) {
+        let path = std::ffi::CString::new(self.dir.path().as_os_str().as_encoded_bytes())
+            .expect("a path without NUL");
+        // SAFETY: a valid NUL-terminated path; umount2 touches nothing else.
+        unsafe { libc::umount2(path.as_ptr(), libc::MNT_DETACH) };
+    }
+}
+
+fn load(pins: &PinDir) -> Dataplane {
+    Dataplane::load(Some(pins)).expect("the program loads with pinned maps")
+}
+
+#[test]
+fn an_empty_directory_holds_nothing_to_resume() {
+    let bpffs = Bpffs::new();
+    let previous = bpffs.pins().inspect(clock::now()).expect("inspect");
+    assert!(matches!(previous, Previous::Nothing), "{previous:?}");
+}
+
+#[test]
+fn a_live_pin_is_adopted_with_its_roles_and_a_stale_one_is_not() {
+    let bpffs = Bpffs::new();
+    let pins = bpffs.pins();
+    {
+        let mut first = load(&pins);
+        first.add_vhid(IFINDEX, VHID, false).expect("vhid");
+        first.set_role(IFINDEX, VHID, true).expect("role");
+        first.beat(clock::now(), BOUND).expect("beat");
+        // `first` goes: its maps stay pinned.
+    }
+    let Previous::Live(state) = pins.inspect(clock::now()).expect("inspect") else {
+        panic!("a fresh beat is live");
+    };
+    assert_eq!(state.roles.get(&VhidKey::new(IFINDEX, VHID)), Some(&true));
+
+    // A second carpd sees the same maps: its beat lands where the first's was.
+    let mut second = load(&pins);
+    second
+        .beat(clock::now().saturating_sub(BOUND * 2), BOUND)
+        .expect("an old beat");
+    let previous = pins.inspect(clock::now()).expect("inspect");
+    let Previous::Stale { age, bound } = previous else {
+        panic!("an old beat is stale: {previous:?}");
+    };
+    assert!(
+        age >= BOUND * 2 && bound == BOUND,
+        "age {age:?} bound {bound:?}"
+    );
+}
+
+#[test]
+fn maps_of_another_shape_are_foreign_and_clearing_keeps_what_is_not_ours() {
+    let bpffs = Bpffs::new();
+    let pins = bpffs.pins();
+    drop(load(&pins));
+    // Some other program's map where carpd's vhid map should be.
+    std::fs::remove_file(bpffs.path().join("CARP_VHIDS")).expect("unpin");
+    std::fs::rename(
+        bpffs.path().join("CARP_COUNTERS"),
+        bpffs.path().join("CARP_VHIDS"),
+    )
+    .expect("rename a pin");
+    let previous = pins.inspect(clock::now()).expect("inspect");
+    let Previous::Foreign { reason } = previous else {
+        panic!("a map of another shape is foreign: {previous:?}");
+    };
+    assert!(reason.contains("CARP_VHIDS"), "{reason}");
+
+    pins.clear().expect("clear");
+    let left: Vec<String> = std::fs::read_dir(bpffs.path())
+        .expect("list")
+        .filter_map(|entry| entry.ok()?.file_name().into_string().ok())
+        .filter(|name| name.starts_with("CARP_") || name.starts_with("link-"))
+        .collect();
+    assert!(left.is_empty(), "pins left: {left:?}");
+    assert!(
+        matches!(pins.inspect(clock::now()), Ok(Previous::Nothing)),
+        "cleared means nothing to resume"
+    );
+}
