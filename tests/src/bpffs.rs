@@ -55,3 +55,40 @@ impl Drop for BpfMount {
         }
     }
 }
+
+/// Where a lab with namespace stem `stem` mounts its gateways' bpffs.
+pub fn pins_root(stem: &str) -> PathBuf {
+    std::env::temp_dir().join(format!("carp-pins-{stem}"))
+}
+
+/// Unmounts and removes the pin mounts of labs with `prefix` whose test
+/// process is gone (killed before its guards could drop).
+pub fn sweep_stale(prefix: &str) {
+    let Ok(entries) = fs::read_dir(std::env::temp_dir()) else {
+        return;
+    };
+    let start = format!("carp-pins-{prefix}-");
+    for entry in entries.flatten() {
+        let name = entry.file_name().to_string_lossy().into_owned();
+        let Some(pid) = name
+            .strip_prefix(&start)
+            .and_then(|rest| rest.split('-').next())
+            .and_then(|pid| pid.parse::<u32>().ok())
+        else {
+            continue;
+        };
+        if Path::new(&format!("/proc/{pid}")).exists() {
+            continue;
+        }
+        let root = entry.path();
+        if let Ok(gateways) = fs::read_dir(&root) {
+            for gateway in gateways.flatten() {
+                // Dropping the guard unmounts and removes it.
+                drop(BpfMount {
+                    path: gateway.path(),
+                });
+            }
+        }
+        let _ = fs::remove_dir(&root);
+    }
+}

@@ -14,7 +14,7 @@ use std::fs;
 use std::path::Path;
 use std::time::Duration;
 
-use crate::bpffs::BpfMount;
+use crate::bpffs::{self, BpfMount};
 use crate::carpd::Carpd;
 use crate::error::{Error, Result};
 use crate::netns::Netns;
@@ -228,6 +228,7 @@ impl Lab {
 
     /// Builds the lab in namespaces `<prefix>-<pid>-<n>-{sw,gw1,gw2,client,server}`.
     pub fn build(prefix: &str) -> Result<Self> {
+        bpffs::sweep_stale(prefix);
         let topology = Topology::build(prefix, &Self::spec())?;
         // A veth hands frames the XDP program sends back out (XDP_TX: the
         // ARP replies of balanced interfaces) only to a peer running NAPI,
@@ -243,7 +244,7 @@ impl Lab {
                 ])?;
             }
         }
-        let pins_root = std::env::temp_dir().join(format!("carp-pins-{}", topology.stem()));
+        let pins_root = bpffs::pins_root(topology.stem());
         let mut pins = Vec::new();
         for gw in &GATEWAYS {
             pins.push((gw.name, BpfMount::create(&pins_root.join(gw.name))?));
