@@ -255,6 +255,11 @@ fn sync_metrics(registry: &mut Registry, sync: &SyncStatus) {
             sync.pending,
         ),
         (
+            "carp_sync_lag_messages",
+            "State messages the peer had sent that had not reached us at its last heartbeat",
+            sync.lag,
+        ),
+        (
             "carp_sync_entries",
             "Entries in this node's conntrack table",
             sync.entries,

@@ -364,19 +364,20 @@ fn render_sync(out: &mut String, sync: &carp::sync::service::SyncStatus) {
     );
     let _ = writeln!(
         out,
-        "	updates: {} sent, {} received, {} applied, {} refused, {} pending; {} entries; {} bulk(s) answered",
+        "\tupdates: {} sent, {} received, {} applied, {} refused, {} pending, lag {} message(s); {} entries; {} bulk(s) answered",
         sync.updates_sent,
         sync.updates_received,
         sync.updates_applied,
         sync.updates_failed,
         sync.pending,
+        sync.lag,
         sync.entries,
         sync.bulks_answered
     );
     if !sync.drops.is_empty() || sync.overruns > 0 {
         let _ = writeln!(
             out,
-            "	drops: {}; event overruns: {}",
+            "\tdrops: {}; event overruns: {}",
             by_reason(&sync.drops),
             sync.overruns
         );

@@ -30,7 +30,9 @@ use super::conntrack::{
     Conntrack, ConntrackError, DEFAULT_EVENT_BUFFER, Event, EventSocket, Origin,
 };
 use super::freshness::{Accepted, Freshness, Sequencer, new_session};
-use super::wire::{Change, DEFAULT_MTU_PAYLOAD, Envelope, Message, SyncKey, UpdateBatcher};
+use super::wire::{
+    Change, Channel, DEFAULT_MTU_PAYLOAD, Envelope, Message, SyncKey, UpdateBatcher,
+};
 use super::{Flow, FlowKey};
 use crate::clock::{self, Mono};
 use crate::config::SyncConfig;
@@ -148,6 +150,7 @@ pub fn start(
         peer_heard_at: None,
         peer_ready: false,
         answered: None,
+        peer_state_seq: 0,
         status: SyncStatus {
             syncdev: config.syncdev.clone(),
             ..SyncStatus::default()
@@ -184,6 +187,8 @@ struct Service {
     peer_ready: bool,
     /// The request id of the last bulk we answered.
     answered: Option<u32>,
+    /// The highest state-channel seq received from the peer.
+    peer_state_seq: u64,
     status: SyncStatus,
     status_tx: watch::Sender<SyncStatus>,
     demotion_tx: watch::Sender<u8>,
@@ -324,13 +329,22 @@ impl Service {
             self.bulk_event(now, BulkEvent::LostSync).await;
         }
         let late = matches!(accepted, Accepted::Late);
+        if envelope.message.kind().channel() == Channel::State && !late {
+            self.peer_state_seq = envelope.seq.get();
+        }
         self.on_message(envelope.message, late).await;
     }
 
     async fn on_message(&mut self, message: Message, late: bool) {
         let now = clock::now();
         match message {
-            Message::Heartbeat { in_sync, .. } => self.status.peer_in_sync = in_sync,
+            Message::Heartbeat {
+                in_sync, state_seq, ..
+            } => {
+                self.status.peer_in_sync = in_sync;
+                // State messages the peer has sent that have not reached us.
+                self.status.lag = state_seq.saturating_sub(self.peer_state_seq);
+            }
             // A late update may be older than what has been applied since;
             // its loss was reported as a gap and is being resynced.
             Message::Update(_) if late => self.drop_counted("late"),

@@ -33,6 +33,9 @@ pub struct SyncStatus {
     pub updates_failed: u64,
     /// Local changes not sent yet (batched for a few milliseconds).
     pub pending: u64,
+    /// State messages the peer said (in its last heartbeat) it had sent
+    /// that had not reached us then: in flight, or lost (then resynced).
+    pub lag: u64,
     /// Datagrams dropped, by reason (`bad_mac`, `replayed`, ...).
     pub drops: BTreeMap<String, u64>,
     /// Times our own conntrack events overran (each one resyncs the peer).
