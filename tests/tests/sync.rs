@@ -347,3 +347,58 @@ fn a_backup_restarting_while_its_sync_link_flaps_never_takes_over() -> anyhow::R
     assert!(cluster.all_vhids_in("gw1", &CarpState::Master));
     Ok(())
 }
+
+/// A bulk update larger than the receiver's socket buffer arrives whole:
+/// the responder keeps a window of records in flight (flow control).
+#[test]
+fn a_bulk_of_a_hundred_thousand_entries_arrives_complete() -> anyhow::Result<()> {
+    require_root()?;
+    const ENTRIES: u32 = 100_000;
+    let dir = tempfile::tempdir()?;
+    let key = key_file(dir.path())?;
+    let options = options(&key, "");
+    let mut cluster = Cluster::start("ctbig", &options)?;
+    cluster.wait_steady("gw1", "gw2", STEADY_TIMEOUT)?;
+    cluster.signal("gw2", Signal::SIGTERM)?;
+    cluster.wait_exit("gw2", STEADY_TIMEOUT)?;
+    let populated = Command::new("ip")
+        .args(["netns", "exec", cluster.netns("gw1")?.name()])
+        .arg(env!("CARGO_BIN_EXE_carp-sync-inject"))
+        .args(["--dev", "eth-sync", "--local", "10.0.3.2", "--key-file"])
+        .arg(&key)
+        .args(["--count", &ENTRIES.to_string(), "populate"])
+        .output()?;
+    anyhow::ensure!(
+        populated.status.success(),
+        "populate: {}",
+        String::from_utf8_lossy(&populated.stderr)
+    );
+    let restarted = Instant::now();
+    cluster.restart("gw2", &options)?;
+    let done = wait_for(
+        Duration::from_secs(60),
+        "gw2's bulk of 100k entries",
+        || {
+            let sync = sync_status(&cluster, "gw2")?;
+            (sync.bulk != "requested" && sync.bulk != "receiving").then_some(sync)
+        },
+    );
+    let sync = cluster.with_report(done)?;
+    let took = restarted.elapsed();
+    eprintln!(
+        "bulk of {ENTRIES}: {} after {took:?} ({} applied, {} entries, drops {:?})",
+        sync.bulk, sync.updates_applied, sync.entries, sync.drops
+    );
+    for gateway in ["gw1", "gw2"] {
+        for line in cluster.log_text(gateway)?.lines().filter(|l| l.contains("sync")) {
+            eprintln!("{gateway}: {line}");
+        }
+    }
+    assert_eq!(sync.bulk, "done", "{sync:?}");
+    assert!(
+        sync.entries >= u64::from(ENTRIES),
+        "gw2 holds {} entries, gw1 had {ENTRIES}",
+        sync.entries
+    );
+    Ok(())
+}

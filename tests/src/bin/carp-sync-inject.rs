@@ -8,7 +8,9 @@
 //! - `unknown-session`: a correctly signed Update from a session the
 //!   receiver never heard (`stale_session`: it does not name the receiver's);
 //! - `replay`: waits for one datagram from the sync group and sends it
-//!   again `--count` times (`replayed`).
+//!   again `--count` times (`replayed`);
+//! - `populate`: installs `--count` synthetic established TCP flows into
+//!   this namespace's conntrack table (what a bulk update then carries).
 //!
 //! ```text
 //! ip netns exec gw2 carp-sync-inject --dev eth-sync --local 10.0.3.3 \
@@ -56,6 +58,7 @@ enum Kind {
     Garbage,
     UnknownSession,
     Replay,
+    Populate,
 }
 
 fn main() -> ExitCode {
@@ -91,6 +94,7 @@ fn run(args: &Args) -> anyhow::Result<u32> {
         // Long enough to be read as a header (shorter is `truncated`).
         Kind::Garbage => b"this is not a sync datagram, not even close to one. ".repeat(3),
         Kind::UnknownSession => update(&key)?,
+        Kind::Populate => return populate(args.count),
         Kind::Replay => {
             socket.bind(&SocketAddr::new(IpAddr::V4(Ipv4Addr::UNSPECIFIED), args.port).into())?;
             socket.join_multicast_v4(&SYNC_GROUP, &args.local)?;
@@ -160,5 +164,59 @@ fn update(key: &SyncKey) -> anyhow::Result<Vec<u8>> {
     match envelope.encode(key) {
         Ok(datagram) => Ok(datagram),
         Err(error) => bail!("encoding: {error}"),
+    }
+}
+
+/// Installs `count` established TCP flows 10.1.x.y:port -> 10.2.0.1:80.
+fn populate(count: u32) -> anyhow::Result<u32> {
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?;
+    runtime.block_on(async {
+        let mut conntrack = carp::sync::conntrack::Conntrack::open().context("conntrack")?;
+        let flows: Vec<Flow> = (0..count).map(synthetic).collect();
+        for chunk in flows.chunks(10_000) {
+            let report = conntrack.install(chunk).await.context("install")?;
+            if report.failed > 0 {
+                bail!(
+                    "{} of {} flows refused: {:?}",
+                    report.failed,
+                    chunk.len(),
+                    report.first_error
+                );
+            }
+        }
+        Ok(count)
+    })
+}
+
+/// Flow number `n`: a distinct client address and port for each.
+fn synthetic(n: u32) -> Flow {
+    let [_, a, b, c] = n.to_be_bytes();
+    let client = [10, 1, a, b];
+    let port = 1024 + u16::from(c);
+    let tuple = |src: [u8; 4], dst: [u8; 4], sport, dport| Tuple {
+        src: IpAddr::V4(src.into()),
+        dst: IpAddr::V4(dst.into()),
+        proto: carp::sync::flow::PROTO_TCP,
+        l4: L4::Ports {
+            src: sport,
+            dst: dport,
+        },
+    };
+    Flow {
+        original: tuple(client, [10, 2, 0, 1], port, 80),
+        reply: tuple([10, 2, 0, 1], client, 80, port),
+        zone: 0,
+        status: 0x6,
+        timeout_secs: 3600,
+        mark: 0,
+        tcp: Some(TcpInfo {
+            state: 3,
+            wscale_original: 7,
+            wscale_reply: 7,
+            flags_original: 0,
+            flags_reply: 0,
+        }),
     }
 }

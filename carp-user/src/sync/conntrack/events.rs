@@ -220,8 +220,11 @@ impl EventSocket {
     /// Fills in the TCP state of an upsert that came without it.
     async fn complete(&mut self, event: Event) -> Result<Option<Event>, ConntrackError> {
         match event {
+            // Our own installs are never replicated back: nothing to fetch.
             Event::Upsert { flow, origin }
-                if flow.original.proto == PROTO_TCP && flow.tcp.is_none() =>
+                if origin != Origin::Ours
+                    && flow.original.proto == PROTO_TCP
+                    && flow.tcp.is_none() =>
             {
                 self.completed += 1;
                 match self.lookup.get(&flow.key()).await {

@@ -151,6 +151,8 @@ pub fn start(
         peer_ready: false,
         answered: None,
         peer_state_seq: 0,
+        answer: None,
+        receiving: None,
         status: SyncStatus {
             syncdev: config.syncdev.clone(),
             ..SyncStatus::default()
@@ -189,6 +191,11 @@ struct Service {
     answered: Option<u32>,
     /// The highest state-channel seq received from the peer.
     peer_state_seq: u64,
+    /// Our answer to the peer's bulk request, while in flight.
+    answer: Option<answer::Answer>,
+    /// The bulk we are receiving: its request id and the `BulkRecords`
+    /// datagrams and records received, for our `BulkProgress`.
+    receiving: Option<(u32, u32, u32)>,
     status: SyncStatus,
     status_tx: watch::Sender<SyncStatus>,
     demotion_tx: watch::Sender<u8>,
@@ -205,11 +212,20 @@ impl Service {
         self.heartbeat().await;
         let mut next_beat = now + HEARTBEAT_INTERVAL;
         loop {
-            let deadline = [Some(next_beat), self.flush_at, self.bulk.next_deadline()]
-                .into_iter()
-                .flatten()
-                .min()
-                .unwrap_or(next_beat);
+            let deadline = [
+                Some(next_beat),
+                self.flush_at,
+                self.bulk.next_deadline(),
+                self.answer.as_ref().map(answer::Answer::deadline),
+            ]
+            .into_iter()
+            .flatten()
+            .min()
+            .unwrap_or(next_beat);
+            let answer_ready = self
+                .answer
+                .as_ref()
+                .is_some_and(|answer| answer.ready(clock::now()));
             let mut strangers = 0;
             tokio::select! {
                 biased;
@@ -227,6 +243,9 @@ impl Service {
                         tokio::time::sleep(HEARTBEAT_INTERVAL).await;
                     }
                 },
+                // Before local events: on a busy gateway they never stop,
+                // and the window keeps a burst short.
+                () = std::future::ready(()), if answer_ready => self.send_answer_burst().await,
                 event = self.events.next() => match event {
                     Ok(event) => self.on_local(event).await,
                     Err(error) => {
@@ -357,12 +376,18 @@ impl Service {
                 }
             }
             Message::BulkStart { request_id } => {
+                self.receiving = Some((request_id, 0, 0));
                 self.bulk_event(now, BulkEvent::BulkStart { request_id })
                     .await;
             }
+            Message::BulkProgress {
+                request_id,
+                records,
+            } => self.on_progress(request_id, records),
             Message::BulkRecords { request_id, flows } => {
                 let records = u32::try_from(flows.len()).unwrap_or(u32::MAX);
                 self.install(&flows).await;
+                self.acknowledge(request_id, records).await;
                 self.bulk_event(
                     now,
                     BulkEvent::BulkRecords {
@@ -385,6 +410,27 @@ impl Service {
                 )
                 .await;
             }
+        }
+    }
+
+    /// Counts a `BulkRecords` of the answer we are receiving and tells the
+    /// responder how far we are every few datagrams.
+    async fn acknowledge(&mut self, request_id: u32, records: u32) {
+        let Some((id, datagrams, received)) = &mut self.receiving else {
+            return;
+        };
+        if *id != request_id {
+            return;
+        }
+        *datagrams += 1;
+        *received = received.saturating_add(records);
+        if (*datagrams).is_multiple_of(answer::PROGRESS_EVERY) {
+            let records = *received;
+            self.send(Message::BulkProgress {
+                request_id,
+                records,
+            })
+            .await;
         }
     }
 

@@ -164,6 +164,15 @@ const BULK_END: &str = "\
 00 00 00 07  00 00 01 2c
 29a428dd350acfad5c33d341b3c43a2bc64b019a0bad190d8e390910d79de031";
 
+const BULK_PROGRESS: &str = "\
+43 53 59 4e  01 07 00 00
+01 02 03 04 05 06 07 08
+11 12 13 14 15 16 17 18
+00 00 00 00 00 00 00 22
+00 00 00 08
+00 00 00 07  00 00 00 80
+2748aba71e20283d42108f378f6c57a968bbbc06ab7f8345cfdfcb88fa157133";
+
 const UPDATE: &str = "\
 43 53 59 4e  01 01 00 00
 01 02 03 04 05 06 07 08
@@ -233,6 +242,17 @@ fn cases() -> Vec<(&'static str, Envelope, &'static str)> {
                 },
             ),
             BULK_END,
+        ),
+        (
+            "bulk_progress",
+            envelope(
+                0x22,
+                Message::BulkProgress {
+                    request_id: 7,
+                    records: 128,
+                },
+            ),
+            BULK_PROGRESS,
         ),
         (
             "update",

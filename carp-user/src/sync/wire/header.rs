@@ -16,6 +16,7 @@ pub enum Kind {
     BulkRecords,
     BulkEnd,
     Heartbeat,
+    BulkProgress,
 }
 
 /// The two sequence spaces of a sender session: losing a control message
@@ -27,13 +28,14 @@ pub enum Channel {
 }
 
 impl Kind {
-    pub const ALL: [Kind; 6] = [
+    pub const ALL: [Kind; 7] = [
         Kind::Update,
         Kind::BulkRequest,
         Kind::BulkStart,
         Kind::BulkRecords,
         Kind::BulkEnd,
         Kind::Heartbeat,
+        Kind::BulkProgress,
     ];
 
     /// The kind byte on the wire.
@@ -45,6 +47,7 @@ impl Kind {
             Kind::BulkRecords => 4,
             Kind::BulkEnd => 5,
             Kind::Heartbeat => 6,
+            Kind::BulkProgress => 7,
         }
     }
 
@@ -56,13 +59,14 @@ impl Kind {
             4 => Some(Kind::BulkRecords),
             5 => Some(Kind::BulkEnd),
             6 => Some(Kind::Heartbeat),
+            7 => Some(Kind::BulkProgress),
             _ => None,
         }
     }
 
     pub const fn channel(self) -> Channel {
         match self {
-            Kind::Heartbeat | Kind::BulkRequest => Channel::Control,
+            Kind::Heartbeat | Kind::BulkRequest | Kind::BulkProgress => Channel::Control,
             Kind::Update | Kind::BulkStart | Kind::BulkRecords | Kind::BulkEnd => Channel::State,
         }
     }
@@ -76,6 +80,7 @@ impl Kind {
             Kind::BulkRecords => "bulk_records",
             Kind::BulkEnd => "bulk_end",
             Kind::Heartbeat => "heartbeat",
+            Kind::BulkProgress => "bulk_progress",
         }
     }
 }
@@ -148,7 +153,10 @@ mod tests {
             .into_iter()
             .filter(|kind| kind.channel() == Channel::Control)
             .collect();
-        assert_eq!(control, [Kind::BulkRequest, Kind::Heartbeat]);
+        assert_eq!(
+            control,
+            [Kind::BulkRequest, Kind::Heartbeat, Kind::BulkProgress]
+        );
     }
 
     #[test]

@@ -67,6 +67,10 @@ pub enum Message {
     /// the last state-channel message it sent (0: none yet), so the loss of
     /// a last update is noticed without waiting for the next one.
     Heartbeat { in_sync: bool, state_seq: u64 },
+    /// The requester has received `records` flows of the answer to
+    /// `request_id`: the responder's window moves on (flow control, so a
+    /// bulk never outruns the requester's socket buffer).
+    BulkProgress { request_id: u32, records: u32 },
 }
 
 impl Message {
@@ -78,6 +82,7 @@ impl Message {
             Message::BulkRecords { .. } => Kind::BulkRecords,
             Message::BulkEnd { .. } => Kind::BulkEnd,
             Message::Heartbeat { .. } => Kind::Heartbeat,
+            Message::BulkProgress { .. } => Kind::BulkProgress,
         }
     }
 
@@ -87,7 +92,7 @@ impl Message {
             Message::Update(changes) => changes.iter().map(Change::encoded_len).sum(),
             Message::BulkRequest { .. } | Message::BulkStart { .. } => 4,
             Message::BulkRecords { flows, .. } => 4 + flows.iter().map(flow_len).sum::<usize>(),
-            Message::BulkEnd { .. } => 8,
+            Message::BulkEnd { .. } | Message::BulkProgress { .. } => 8,
             Message::Heartbeat { .. } => 9,
         }
     }
@@ -109,6 +114,10 @@ impl Message {
                 }
             }
             Message::BulkEnd {
+                request_id,
+                records,
+            }
+            | Message::BulkProgress {
                 request_id,
                 records,
             } => {
@@ -150,6 +159,10 @@ impl Message {
                 Message::BulkRecords { request_id, flows }
             }
             Kind::BulkEnd => Message::BulkEnd {
+                request_id: reader.u32("request id")?,
+                records: reader.u32("record count")?,
+            },
+            Kind::BulkProgress => Message::BulkProgress {
                 request_id: reader.u32("request id")?,
                 records: reader.u32("record count")?,
             },

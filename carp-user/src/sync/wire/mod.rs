@@ -41,7 +41,7 @@
 //! ```
 //!
 //! - kind: 1 Update, 2 `BulkRequest`, 3 `BulkStart`, 4 `BulkRecords`,
-//!   5 `BulkEnd`, 6 Heartbeat.
+//!   5 `BulkEnd`, 6 Heartbeat, 7 `BulkProgress`.
 //! - flags: none are defined in version 1. Senders write 0 and receivers
 //!   refuse any set bit: a flag that changes the meaning of a message must
 //!   not be silently ignored by an older peer.
@@ -49,8 +49,8 @@
 //!   the session this sender last heard from the receiver, so a receiver can
 //!   tell messages meant for it from replays of traffic meant for its previous
 //!   incarnation (see [`super::freshness`]).
-//! - seq: counts from 1 per sender session and per *channel*: Heartbeat and
-//!   `BulkRequest` are the control channel, Update and the three bulk answers
+//! - seq: counts from 1 per sender session and per *channel*: Heartbeat,
+//!   `BulkRequest` and `BulkProgress` are the control channel, Update and the three bulk answers
 //!   the state channel ([`Channel`]). Two counters, so that a gap in the state
 //!   channel means lost *state*: a heartbeat or bulk request lost while the
 //!   sync link flaps must not make a node that is in sync believe it is not
@@ -68,7 +68,13 @@
 //! BulkRecords   request_id (32), flow record*
 //! BulkEnd       request_id (32), records (32)
 //! Heartbeat     state_seq (64), in_sync (8: 0 | 1)
+//! BulkProgress  request_id (32), records (32)
 //! ```
+//!
+//! `BulkProgress` is the requester's acknowledgement of the records it has
+//! received: the responder keeps at most a window of records beyond it in
+//! flight, so a bulk of a million entries never overruns the requester's
+//! socket buffer (UDP has no flow control of its own).
 //!
 //! Lists carry no count: the body length delimits them, and they are parsed
 //! record by record, so a hostile length never makes us allocate more than

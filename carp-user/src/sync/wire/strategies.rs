@@ -129,6 +129,10 @@ pub fn message() -> impl Strategy<Value = Message> {
         }),
         any::<(bool, u64)>()
             .prop_map(|(in_sync, state_seq)| Message::Heartbeat { in_sync, state_seq }),
+        any::<(u32, u32)>().prop_map(|(request_id, records)| Message::BulkProgress {
+            request_id,
+            records
+        }),
     ]
 }
 

@@ -116,7 +116,7 @@ fn the_mac_is_checked_before_kind_flags_and_body() {
 fn authenticated_but_unacceptable() {
     let table: Vec<(Vec<u8>, DecodeError)> = vec![
         (signed(0, 0, 1, 1, &[]), DecodeError::UnknownKind(0)),
-        (signed(7, 0, 1, 1, &[]), DecodeError::UnknownKind(7)),
+        (signed(8, 0, 1, 1, &[]), DecodeError::UnknownKind(8)),
         (
             signed(2, 0x0001, 1, 1, &[0; 4]),
             Malformed::Flags(0x0001).into(),
