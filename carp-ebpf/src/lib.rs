@@ -83,14 +83,22 @@ pub fn ones_complement_sum(header: &[u8; CARP_HEADER_LEN]) -> u16 {
     (sum & 0xffff) as u16
 }
 
-/// Whether a vhid in `state` is ours at `now_ns`: MASTER, and the agent
-/// alive within its bound. A dead agent can never leave us answering for
-/// addresses the peer now owns (fail closed).
-pub fn owned(state: VhidState, heartbeat: AgentHeartbeat, now_ns: u64) -> Result<(), Verdict> {
+/// Whether a vhid in `state` is ours now: MASTER, and the agent alive
+/// within its bound at `now_ns()`. A dead agent can never leave us
+/// answering for addresses the peer now owns (fail closed).
+///
+/// The clock is read only where it can change the answer (a MASTER vhid
+/// and a beat to compare with): in the XDP program it is a helper call,
+/// dearer than everything else on the path.
+pub fn owned(
+    state: VhidState,
+    heartbeat: AgentHeartbeat,
+    now_ns: impl FnOnce() -> u64,
+) -> Result<(), Verdict> {
     if state.role != ROLE_MASTER {
         return Err(Verdict::NotOwned);
     }
-    if heartbeat.beat_ns == 0 || now_ns.saturating_sub(heartbeat.beat_ns) > heartbeat.bound_ns {
+    if heartbeat.beat_ns == 0 || now_ns().saturating_sub(heartbeat.beat_ns) > heartbeat.bound_ns {
         return Err(Verdict::AgentStale);
     }
     Ok(())
@@ -266,26 +274,40 @@ mod tests {
             beat_ns: 1_000,
             bound_ns: 500,
         };
-        let master = VhidState::new(true);
-        let backup = VhidState::new(false);
-        assert_eq!(owned(master, live, 1_000), Ok(()));
-        assert_eq!(owned(master, live, 1_500), Ok(()), "at the bound");
-        assert_eq!(owned(master, live, 1_501), Err(Verdict::AgentStale));
-        assert_eq!(owned(backup, live, 1_000), Err(Verdict::NotOwned));
+        let master = VhidState::configured(0, false).with_role(true);
+        let backup = VhidState::configured(0, false);
+        let at = |now: u64| move || now;
+        assert_eq!(owned(master, live, at(1_000)), Ok(()));
+        assert_eq!(owned(master, live, at(1_500)), Ok(()), "at the bound");
+        assert_eq!(owned(master, live, at(1_501)), Err(Verdict::AgentStale));
+        assert_eq!(owned(backup, live, at(1_000)), Err(Verdict::NotOwned));
         assert_eq!(
-            owned(master, AgentHeartbeat::default(), 1),
+            owned(master, AgentHeartbeat::default(), at(1)),
             Err(Verdict::AgentStale),
             "no beat yet"
         );
-        let odd_role = VhidState {
-            role: 7,
-            ..VhidState::default()
-        };
-        assert_eq!(owned(odd_role, live, 1_000), Err(Verdict::NotOwned));
+        let odd_role = VhidState { role: 7, ..master };
+        assert_eq!(owned(odd_role, live, at(1_000)), Err(Verdict::NotOwned));
         assert_eq!(
-            owned(master, live, 10),
+            owned(master, live, at(10)),
             Ok(()),
             "a beat stamped after the packet (another CPU) is fresh"
+        );
+    }
+
+    #[test]
+    fn the_clock_is_read_only_where_it_decides() {
+        let live = AgentHeartbeat {
+            beat_ns: 1_000,
+            bound_ns: 500,
+        };
+        let unread = || -> u64 { panic!("the clock was read") };
+        let backup = VhidState::configured(0, false);
+        assert_eq!(owned(backup, live, unread), Err(Verdict::NotOwned));
+        let master = backup.with_role(true);
+        assert_eq!(
+            owned(master, AgentHeartbeat::default(), unread),
+            Err(Verdict::AgentStale)
         );
     }
 
