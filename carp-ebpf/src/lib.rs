@@ -57,6 +57,11 @@ pub fn check_ipv6(payload_len: u16, hop_limit: u8) -> Result<(), Verdict> {
 
 /// Checks version, type and checksum of a CARP header and returns its vhid.
 /// Whether the vhid is configured is the caller's (map) question.
+#[expect(
+    clippy::inline_always,
+    reason = "the XDP program calls it twice; out of line, each is a BPF-to-BPF call dearer than the checksum"
+)]
+#[inline(always)]
 pub fn check_carp_header(header: &[u8; CARP_HEADER_LEN]) -> Result<u8, Verdict> {
     if header[0] != (CARP_VERSION << 4) | CARP_TYPE_ADVERTISEMENT {
         return Err(Verdict::BadVer);
@@ -69,6 +74,11 @@ pub fn check_carp_header(header: &[u8; CARP_HEADER_LEN]) -> Result<u8, Verdict> 
 }
 
 /// The 16-bit one's-complement sum of the header's big-endian words.
+#[expect(
+    clippy::inline_always,
+    reason = "as check_carp_header: LLVM keeps it out of line otherwise"
+)]
+#[inline(always)]
 pub fn ones_complement_sum(header: &[u8; CARP_HEADER_LEN]) -> u16 {
     let mut sum: u32 = 0;
     let mut i = 0;

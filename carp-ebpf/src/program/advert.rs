@@ -35,8 +35,12 @@ pub fn ipv4(ctx: &XdpContext, ifindex: u32) -> Option<u32> {
             return Some(drop_counted(row, verdict));
         }
     };
-    let mut source = [0u8; 16];
-    source[..4].copy_from_slice(&ip[12..16]);
+    // Not `[0u8; 16]` and a copy: zeroing takes a call to memset (see
+    // `vip_key`).
+    let source = bytes16(
+        u64::from_ne_bytes([ip[12], ip[13], ip[14], ip[15], 0, 0, 0, 0]),
+        0,
+    );
     let multicast = ip[16..20] == CARP_GROUP_V4;
     Some(advert(
         ctx,
@@ -77,6 +81,13 @@ pub fn ipv6(ctx: &XdpContext, ifindex: u32) -> Option<u32> {
             multicast,
         },
     ))
+}
+
+/// Sixteen bytes from two words in memory order, kept as two word stores.
+#[inline(always)]
+fn bytes16(low: u64, high: u64) -> [u8; 16] {
+    // SAFETY: two words are sixteen bytes; any bytes are a valid array.
+    unsafe { core::mem::transmute::<[u64; 2], [u8; 16]>([low, high]) }
 }
 
 /// Where an advertisement came from.

@@ -27,9 +27,9 @@ use aya_ebpf::{
 };
 use carp_common::{
     ADVERT_RING_BYTES, AgentHeartbeat, BalanceGroup, CARPDEV_HOMES, CLAIM_RING_BYTES,
-    COUNTER_ENTRIES, Carpdev, MAX_CARPDEVS, MAX_COUNTER_ROWS, MAX_VHIDS, MAX_VIPS, VHID_ENTRIES,
-    VIP_FILTER_WORDS, Verdict, VhidKey, VhidState, VipClaim, VipKey, VipOwner, carpdev_home,
-    counter_index, vip_filter_bit, vip_filter_bit_v4,
+    COUNTER_ENTRIES, Carpdev, FAMILY_INET, FAMILY_INET6, MAX_CARPDEVS, MAX_COUNTER_ROWS, MAX_VHIDS,
+    MAX_VIPS, VHID_ENTRIES, VIP_FILTER_WORDS, Verdict, VhidKey, VhidState, VipClaim, VipKey,
+    VipOwner, carpdev_home, counter_index, vip_filter_bit, vip_filter_bit_v4,
 };
 
 /// Where each carpdev's vhids are, at the carpdev's home
@@ -178,7 +178,13 @@ fn vip_owner_v4(ifindex: u32, address: [u8; 4]) -> Option<VipOwner> {
     if !maybe_vip(vip_filter_bit_v4(address)) {
         return None;
     }
-    vip_owner(&VipKey::v4(ifindex, address))
+    let [a, b, c, d] = address;
+    vip_owner(&vip_key(
+        ifindex,
+        FAMILY_INET,
+        u64::from_ne_bytes([a, b, c, d, 0, 0, 0, 0]),
+        0,
+    ))
 }
 
 /// The owner of the IPv6 address on the carpdev, if it is a VIP.
@@ -187,7 +193,52 @@ fn vip_owner_v6(ifindex: u32, address: &[u8; 16]) -> Option<VipOwner> {
     if !maybe_vip(vip_filter_bit(address)) {
         return None;
     }
-    vip_owner(&VipKey::v6(ifindex, *address))
+    vip_owner(&vip_key_v6(ifindex, address))
+}
+
+/// `VipKey::v6`, as `vip_key` builds it.
+#[inline(always)]
+fn vip_key_v6(ifindex: u32, address: &[u8; 16]) -> VipKey {
+    let word = |at: usize| {
+        u64::from_ne_bytes([
+            address[at],
+            address[at + 1],
+            address[at + 2],
+            address[at + 3],
+            address[at + 4],
+            address[at + 5],
+            address[at + 6],
+            address[at + 7],
+        ])
+    };
+    vip_key(ifindex, FAMILY_INET6, word(0), word(8))
+}
+
+/// A `VipKey` from its address as two words (in memory order), written as
+/// three whole words. Built field by field, as `VipKey::v4` does, its zero
+/// bytes become calls to memset (bpf-linker has LLVM expand memcpy in
+/// order, memset not at all), dearer than the hash lookup it is for.
+#[inline(always)]
+fn vip_key(ifindex: u32, family: u8, low: u64, high: u64) -> VipKey {
+    let [i0, i1, i2, i3] = ifindex.to_ne_bytes();
+    let head = u64::from_ne_bytes([i0, i1, i2, i3, family, 0, 0, 0]);
+    // SAFETY: `VipKey` is repr(C), 24 bytes (asserted in carp-common) of
+    // integers and byte arrays: ifindex, family, 3 bytes of padding (0
+    // here, as `VipKey::v4` leaves them), then the 16 address bytes. Any
+    // bit pattern is a valid `VipKey`.
+    unsafe { core::mem::transmute::<[u64; 3], VipKey>([head, low, high]) }
+}
+
+/// `VhidKey::new`, written as one word (see `vip_key`).
+#[inline(always)]
+fn vhid_key(ifindex: u32, vhid: u8) -> VhidKey {
+    let [i0, i1, i2, i3] = ifindex.to_ne_bytes();
+    // SAFETY: `VhidKey` is repr(C), 8 bytes (asserted in carp-common) of
+    // integers and bytes: ifindex, vhid, 3 bytes of padding (0, as
+    // `VhidKey::new` leaves them). Any bit pattern is a valid `VhidKey`.
+    unsafe {
+        core::mem::transmute::<u64, VhidKey>(u64::from_ne_bytes([i0, i1, i2, i3, vhid, 0, 0, 0]))
+    }
 }
 
 /// Whether an address whose filter bit is `(word, mask)` may be a VIP: the

@@ -11,13 +11,14 @@
 
 use aya_ebpf::{bindings::xdp_action, helpers::bpf_ktime_get_ns, programs::XdpContext};
 use carp_common::{
-    BalanceGroup, Carpdev, ClaimEvent, Verdict, VhidKey, VhidState, VipClaim, VipKey,
+    BalanceGroup, Carpdev, ClaimEvent, FAMILY_INET, Verdict, VhidState, VipClaim, VipKey,
 };
 use carp_ebpf::{ARP_FRAME_LEN, arp_reply, balance_node, owned, virtual_mac, virtual_mac_vhid};
 
 use super::{
     CARP_AGENT, CARP_BALANCED, CARP_CLAIMED, CARP_CLAIMS, ETH_HEADER_LEN, ETH_P_ARP, ETH_P_IPV4,
-    carpdev, counted, drop_counted, read, row, vhid_state, vip_owner_v4, vip_owner_v6, write,
+    carpdev, counted, drop_counted, read, row, vhid_key, vhid_state, vip_key, vip_key_v6,
+    vip_owner_v4, vip_owner_v6, write,
 };
 
 const IPV4_HEADER_LEN: usize = 20;
@@ -154,7 +155,7 @@ pub fn ipv6(ctx: &XdpContext, ifindex: u32) -> u32 {
             let Some(source) = read::<[u8; 6]>(ctx, 6) else {
                 return xdp_action::XDP_PASS;
             };
-            let key = VipKey::v6(ifindex, target);
+            let key = vip_key_v6(ifindex, &target);
             note_claim(vhid, state, &key, source, virtual_mac(vhid))
         }
         _ => xdp_action::XDP_PASS,
@@ -199,7 +200,13 @@ pub fn arp(ctx: &XdpContext, ifindex: u32) -> u32 {
         } else {
             virtual_mac(owner.vhid)
         };
-        let key = VipKey::v4(ifindex, sender_ip);
+        let [a, b, c, d] = sender_ip;
+        let key = vip_key(
+            ifindex,
+            FAMILY_INET,
+            u64::from_ne_bytes([a, b, c, d, 0, 0, 0, 0]),
+            0,
+        );
         return note_claim(owner.vhid, state, &key, sender_mac, expected);
     }
     xdp_action::XDP_PASS
@@ -247,7 +254,7 @@ fn answer_balanced(
 fn group(ifindex: u32, leader: u8) -> Option<BalanceGroup> {
     // SAFETY: a plain-data value copied out at once.
     CARP_BALANCED
-        .get_ptr(&VhidKey::new(ifindex, leader))
+        .get_ptr(&vhid_key(ifindex, leader))
         .map(|group| unsafe { *group })
 }
 
