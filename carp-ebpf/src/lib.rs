@@ -94,20 +94,22 @@ pub fn ones_complement_sum(header: &[u8; CARP_HEADER_LEN]) -> u16 {
 }
 
 /// Whether a vhid in `state` is ours now: MASTER, and the agent alive
-/// within its bound at `now_ns()`. A dead agent can never leave us
-/// answering for addresses the peer now owns (fail closed).
+/// within its bound at `now_ns()` by its last `heartbeat()`. A dead agent
+/// can never leave us answering for addresses the peer now owns (fail
+/// closed).
 ///
-/// The clock is read only where it can change the answer (a MASTER vhid
-/// and a beat to compare with): in the XDP program it is a helper call,
-/// dearer than everything else on the path.
+/// Each input is read only where it can change the answer: in the XDP
+/// program the heartbeat is a map lookup and the clock a helper call, the
+/// dearest step on the path.
 pub fn owned(
     state: VhidState,
-    heartbeat: AgentHeartbeat,
+    heartbeat: impl FnOnce() -> AgentHeartbeat,
     now_ns: impl FnOnce() -> u64,
 ) -> Result<(), Verdict> {
     if state.role != ROLE_MASTER {
         return Err(Verdict::NotOwned);
     }
+    let heartbeat = heartbeat();
     if heartbeat.beat_ns == 0 || now_ns().saturating_sub(heartbeat.beat_ns) > heartbeat.bound_ns {
         return Err(Verdict::AgentStale);
     }
@@ -280,7 +282,7 @@ mod tests {
 
     #[test]
     fn ownership_needs_master_and_a_live_agent() {
-        let live = AgentHeartbeat {
+        let live = || AgentHeartbeat {
             beat_ns: 1_000,
             bound_ns: 500,
         };
@@ -292,7 +294,7 @@ mod tests {
         assert_eq!(owned(master, live, at(1_501)), Err(Verdict::AgentStale));
         assert_eq!(owned(backup, live, at(1_000)), Err(Verdict::NotOwned));
         assert_eq!(
-            owned(master, AgentHeartbeat::default(), at(1)),
+            owned(master, AgentHeartbeat::default, at(1)),
             Err(Verdict::AgentStale),
             "no beat yet"
         );
@@ -306,17 +308,14 @@ mod tests {
     }
 
     #[test]
-    fn the_clock_is_read_only_where_it_decides() {
-        let live = AgentHeartbeat {
-            beat_ns: 1_000,
-            bound_ns: 500,
-        };
-        let unread = || -> u64 { panic!("the clock was read") };
+    fn the_heartbeat_and_the_clock_are_read_only_where_they_decide() {
+        let unread = || -> AgentHeartbeat { panic!("the heartbeat was read") };
+        let no_clock = || -> u64 { panic!("the clock was read") };
         let backup = VhidState::configured(0, false);
-        assert_eq!(owned(backup, live, unread), Err(Verdict::NotOwned));
+        assert_eq!(owned(backup, unread, no_clock), Err(Verdict::NotOwned));
         let master = backup.with_role(true);
         assert_eq!(
-            owned(master, AgentHeartbeat::default(), unread),
+            owned(master, AgentHeartbeat::default, no_clock),
             Err(Verdict::AgentStale)
         );
     }
