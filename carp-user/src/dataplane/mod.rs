@@ -39,8 +39,6 @@ pub use pins::{PinDir, PinnedState, Previous};
 static PROGRAM_OBJECT: &[u8] = include_bytes_aligned!(concat!(env!("OUT_DIR"), "/carp"));
 
 const PROGRAM: &str = "carp";
-/// An XDP_PASS-only program in the same object, for benchmarks.
-const BASELINE: &str = "bare_pass";
 const CARPDEVS_MAP: &str = "CARP_CARPDEVS";
 const COLLIDED_MAP: &str = "CARP_COLLIDED";
 const VHIDS_MAP: &str = "CARP_VHIDS";
@@ -342,25 +340,51 @@ impl Dataplane {
         run(self.program()?, frame, repeat)
     }
 
-    /// Runs the object's XDP_PASS-only program over `frame` the same way:
-    /// the baseline for benchmarks, loaded on first use.
-    pub fn run_baseline(&mut self, frame: &[u8], repeat: u32) -> Result<FrameRun, DataplaneError> {
+    /// Runs one of the object's reference programs over `frame` the same
+    /// way, for benchmarks; loaded on first use.
+    pub fn run_baseline(
+        &mut self,
+        baseline: Baseline,
+        frame: &[u8],
+        repeat: u32,
+    ) -> Result<FrameRun, DataplaneError> {
+        let name = baseline.program();
         let program: &mut Xdp = self
             .ebpf
-            .program_mut(BASELINE)
-            .ok_or(DataplaneError::Missing("XDP program `bare_pass`"))?
+            .program_mut(name)
+            .ok_or(DataplaneError::Missing(name))?
             .try_into()
             .map_err(|source| DataplaneError::Program {
-                what: "the `bare_pass` program".into(),
+                what: format!("the `{name}` program"),
                 source,
             })?;
         if program.fd().is_err() {
             program.load().map_err(|source| DataplaneError::Program {
-                what: "verifying the `bare_pass` program".into(),
+                what: format!("verifying the `{name}` program"),
                 source,
             })?;
         }
         run(program, frame, repeat)
+    }
+}
+
+/// The reference programs in the object next to `carp`, which carpd never
+/// loads: what a benchmark measures `carp` against.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Baseline {
+    /// Passes every frame and does nothing else.
+    Bare,
+    /// As `Bare`, after one read of the clock (`bpf_ktime_get_ns`): the
+    /// floor of every path the fail-closed check is on.
+    Clock,
+}
+
+impl Baseline {
+    const fn program(self) -> &'static str {
+        match self {
+            Self::Bare => "bare_pass",
+            Self::Clock => "clock_pass",
+        }
     }
 }
 
