@@ -51,8 +51,7 @@ pub const VIP_FILTER_WORDS: u32 = 1024;
 const VIP_FILTER_BITS_LOG2: u32 = 16;
 const _: () = assert!(VIP_FILTER_WORDS * 64 == 1 << VIP_FILTER_BITS_LOG2);
 
-/// A vhid on a carpdev: the key of `CARP_BALANCED`, and how the agent
-/// names the vhids it configured.
+/// A vhid on a carpdev, as the agent names the vhids it configured.
 #[repr(C)]
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct VhidKey {
@@ -90,26 +89,33 @@ pub const ROLE_MASTER: u8 = 1;
 pub struct VhidState {
     /// `ROLE_BACKUP` or `ROLE_MASTER`; anything else counts as backup.
     pub role: u8,
-    /// 1 if this vhid leads a balanced group (`CARP_BALANCED` has an entry
-    /// under its key): frames for its MAC are split across the group.
+    /// 1 if this vhid leads a balanced group, whose entry in
+    /// `CARP_BALANCED` is at `group`: frames for its MAC are split across
+    /// the group.
     pub leads_group: u8,
     /// 1 if the vhid is configured on the carpdev. The entry of vhid 0 (no
     /// vhid) is never configured: it only holds the carpdev's counter row.
     pub configured: u8,
-    pub pad: u8,
+    /// The index of the group it leads in `CARP_BALANCED`, if it leads one.
+    pub group: u8,
     /// The row of `CARP_COUNTERS` this vhid's verdicts go to; in the entry
     /// of vhid 0, the row of packets tied to no configured vhid.
     pub counters: u32,
 }
 
 impl VhidState {
-    /// A configured vhid, not owned, counted in row `counters`.
-    pub const fn configured(counters: u32, leads_group: bool) -> Self {
+    /// A configured vhid, not owned, counted in row `counters`, leading
+    /// the balanced group at `group` in `CARP_BALANCED` if any.
+    pub const fn configured(counters: u32, group: Option<u8>) -> Self {
+        let (leads_group, group) = match group {
+            Some(group) => (1, group),
+            None => (0, 0),
+        };
         Self {
             role: ROLE_BACKUP,
-            leads_group: leads_group as u8,
+            leads_group,
             configured: 1,
-            pad: 0,
+            group,
             counters,
         }
     }
@@ -120,7 +126,7 @@ impl VhidState {
             role: ROLE_BACKUP,
             leads_group: 0,
             configured: 0,
-            pad: 0,
+            group: 0,
             counters,
         }
     }
@@ -140,6 +146,15 @@ impl VhidState {
 
     pub const fn is_configured(self) -> bool {
         self.configured != 0
+    }
+
+    /// The index in `CARP_BALANCED` of the group this vhid leads.
+    pub const fn led_group(self) -> Option<u8> {
+        if self.leads_group != 0 {
+            Some(self.group)
+        } else {
+            None
+        }
     }
 }
 
@@ -251,18 +266,21 @@ pub struct VipOwner {
 
 /// Most nodes (vhids) one balanced carp interface can have.
 pub const MAX_NODES: usize = 16;
+/// Entries of `CARP_BALANCED`: most balanced groups (indexed by a u8).
+pub const MAX_GROUPS: u32 = 256;
 
 /// `BalanceGroup::mode`, after OpenBSD's `balancing` modes.
 pub const BALANCE_IP: u8 = 1;
 pub const BALANCE_IP_STEALTH: u8 = 2;
 pub const BALANCE_IP_UNICAST: u8 = 3;
 
-/// Value of the `CARP_BALANCED` map, keyed by the `VhidKey` of the group's
-/// leader: a carp interface whose addresses several vhids share, as
-/// OpenBSD's `carpnodes` with `balancing ip|ip-stealth|ip-unicast`. A
-/// packet belongs to node `nodes[hash % count]`, hash being the IPv4
-/// source xor destination. Written by the agent at configuration, read by
-/// the XDP program.
+/// An entry of the `CARP_BALANCED` array, at the index its leader's
+/// `VhidState::group` names: a carp interface whose addresses several vhids
+/// share, as OpenBSD's `carpnodes` with `balancing ip|ip-stealth|ip-unicast`.
+/// A packet belongs to node `nodes[hash % count]`, hash being the IPv4
+/// source xor destination. Written by the agent at configuration (before
+/// the leader's entry), read by the XDP program. An entry with `count` 0 is
+/// no group.
 #[repr(C)]
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
 pub struct BalanceGroup {
@@ -533,11 +551,12 @@ mod tests {
 
     #[test]
     fn a_role_change_touches_only_the_role() {
-        let state = VhidState::configured(42, true);
+        let state = VhidState::configured(42, Some(5));
         let master = state.with_role(true);
         assert!(master.is_master() && master.is_configured());
         assert_eq!(master.with_role(false), state);
-        assert_eq!((master.counters, master.leads_group), (42, 1));
+        assert_eq!((master.counters, master.led_group()), (42, Some(5)));
+        assert_eq!(VhidState::configured(1, None).led_group(), None);
         assert!(!VhidState::unconfigured(3).is_configured());
     }
 }

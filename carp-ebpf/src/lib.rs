@@ -286,8 +286,8 @@ mod tests {
             beat_ns: 1_000,
             bound_ns: 500,
         };
-        let master = VhidState::configured(0, false).with_role(true);
-        let backup = VhidState::configured(0, false);
+        let master = VhidState::configured(0, None).with_role(true);
+        let backup = VhidState::configured(0, None);
         let at = |now: u64| move || now;
         assert_eq!(owned(master, live, at(1_000)), Ok(()));
         assert_eq!(owned(master, live, at(1_500)), Ok(()), "at the bound");
@@ -311,7 +311,7 @@ mod tests {
     fn the_heartbeat_and_the_clock_are_read_only_where_they_decide() {
         let unread = || -> AgentHeartbeat { panic!("the heartbeat was read") };
         let no_clock = || -> u64 { panic!("the clock was read") };
-        let backup = VhidState::configured(0, false);
+        let backup = VhidState::configured(0, None);
         assert_eq!(owned(backup, unread, no_clock), Err(Verdict::NotOwned));
         let master = backup.with_role(true);
         assert_eq!(

@@ -28,8 +28,8 @@ use aya_ebpf::{
 };
 use carp_common::{
     ADVERT_RING_BYTES, AgentHeartbeat, BalanceGroup, CARPDEV_HOMES, CLAIM_RING_BYTES,
-    COUNTER_ENTRIES, Carpdev, FAMILY_INET, FAMILY_INET6, MAX_CARPDEVS, MAX_COUNTER_ROWS, MAX_VHIDS,
-    MAX_VIPS, VHID_ENTRIES, VIP_FILTER_WORDS, Verdict, VhidKey, VhidState, VipClaim, VipKey,
+    COUNTER_ENTRIES, Carpdev, FAMILY_INET, FAMILY_INET6, MAX_CARPDEVS, MAX_COUNTER_ROWS,
+    MAX_GROUPS, MAX_VIPS, VHID_ENTRIES, VIP_FILTER_WORDS, Verdict, VhidState, VipClaim, VipKey,
     VipOwner, carpdev_home, counter_index, vip_filter_bit, vip_filter_bit_v4,
 };
 
@@ -59,10 +59,10 @@ static CARP_VIPS: HashMap<VipKey, VipOwner> = HashMap::with_max_entries(MAX_VIPS
 #[map(name = "CARP_VIP_FILTER")]
 static CARP_VIP_FILTER: Array<u64> = Array::with_max_entries(VIP_FILTER_WORDS, 0);
 
-/// Balanced groups (carpnodes), keyed by their leader vhid. Written by the
-/// agent at configuration, read here.
+/// Balanced groups (carpnodes), where their leader's `VhidState::group`
+/// says. Written by the agent at configuration, read here.
 #[map(name = "CARP_BALANCED")]
-static CARP_BALANCED: HashMap<VhidKey, BalanceGroup> = HashMap::with_max_entries(MAX_VHIDS, 0);
+static CARP_BALANCED: Array<BalanceGroup> = Array::with_max_entries(MAX_GROUPS, 0);
 
 /// The agent's heartbeat (entry 0). Written by the agent, read here.
 #[map(name = "CARP_AGENT")]
@@ -238,18 +238,6 @@ fn vip_key(ifindex: u32, family: u8, low: u64, high: u64) -> VipKey {
     // here, as `VipKey::v4` leaves them), then the 16 address bytes. Any
     // bit pattern is a valid `VipKey`.
     unsafe { core::mem::transmute::<[u64; 3], VipKey>([head, low, high]) }
-}
-
-/// `VhidKey::new`, written as one word (see `vip_key`).
-#[inline(always)]
-fn vhid_key(ifindex: u32, vhid: u8) -> VhidKey {
-    let [i0, i1, i2, i3] = ifindex.to_ne_bytes();
-    // SAFETY: `VhidKey` is repr(C), 8 bytes (asserted in carp-common) of
-    // integers and bytes: ifindex, vhid, 3 bytes of padding (0, as
-    // `VhidKey::new` leaves them). Any bit pattern is a valid `VhidKey`.
-    unsafe {
-        core::mem::transmute::<u64, VhidKey>(u64::from_ne_bytes([i0, i1, i2, i3, vhid, 0, 0, 0]))
-    }
 }
 
 /// Whether an address whose filter bit is `(word, mask)` may be a VIP: the

@@ -17,8 +17,8 @@ use carp_ebpf::{ARP_FRAME_LEN, arp_reply, balance_node, owned, virtual_mac, virt
 
 use super::{
     CARP_AGENT, CARP_BALANCED, CARP_CLAIMED, CARP_CLAIMS, ETH_HEADER_LEN, ETH_P_ARP, ETH_P_IPV4,
-    carpdev, counted, drop_counted, read, row, vhid_key, vhid_state, vip_key, vip_key_v6,
-    vip_owner_v4, vip_owner_v6, write,
+    carpdev, counted, drop_counted, read, row, vhid_state, vip_key, vip_key_v6, vip_owner_v4,
+    vip_owner_v6, write,
 };
 
 const IPV4_HEADER_LEN: usize = 20;
@@ -54,9 +54,7 @@ pub fn for_virtual_mac(
     if state.leads_group == 0 {
         return Some(decide(state));
     }
-    Some(for_shared_mac(
-        ctx, ifindex, &carpdev, vhid, state, ethernet,
-    ))
+    Some(for_shared_mac(ctx, ifindex, &carpdev, state, ethernet))
 }
 
 /// A frame for a balanced group's shared MAC. Accepted IPv4 is readdressed
@@ -67,11 +65,10 @@ fn for_shared_mac(
     ctx: &XdpContext,
     ifindex: u32,
     carpdev: &Carpdev,
-    leader: u8,
     state: VhidState,
     ethernet: &[u8; ETH_HEADER_LEN],
 ) -> u32 {
-    let Some(group) = group(ifindex, leader) else {
+    let Some(group) = group(state) else {
         return drop_counted(state.counters, Verdict::NotOwned);
     };
     match u16::from_be_bytes([ethernet[12], ethernet[13]]) {
@@ -112,7 +109,8 @@ pub fn ipv4(ctx: &XdpContext, ifindex: u32) -> u32 {
         return xdp_action::XDP_PASS;
     };
     if owner.balanced != 0 {
-        return match group(ifindex, owner.vhid) {
+        let leader = vhid_state(&carpdev, owner.vhid);
+        return match leader.and_then(group) {
             Some(group) => decide_balanced(&carpdev, &group, source, address),
             None => drop_counted(row(Some(carpdev), owner.vhid), Verdict::NotOwned),
         };
@@ -184,7 +182,7 @@ pub fn arp(ctx: &XdpContext, ifindex: u32) -> u32 {
         && let Some(carpdev) = carpdev(ifindex)
     {
         if owner.balanced != 0 {
-            return answer_balanced(ctx, ifindex, &carpdev, owner.vhid, sender_ip, target_ip);
+            return answer_balanced(ctx, &carpdev, owner.vhid, sender_ip, target_ip);
         }
         if let Some(state) = vhid_state(&carpdev, owner.vhid) {
             return decide(state);
@@ -196,7 +194,7 @@ pub fn arp(ctx: &XdpContext, ifindex: u32) -> u32 {
         && let Some(state) = vhid_state(&carpdev, owner.vhid)
     {
         let expected = if owner.balanced != 0 {
-            group(ifindex, owner.vhid).map_or(virtual_mac(owner.vhid), |g| g.shared_mac)
+            group(state).map_or(virtual_mac(owner.vhid), |g| g.shared_mac)
         } else {
             virtual_mac(owner.vhid)
         };
@@ -217,14 +215,13 @@ pub fn arp(ctx: &XdpContext, ifindex: u32) -> u32 {
 #[inline(always)]
 fn answer_balanced(
     ctx: &XdpContext,
-    ifindex: u32,
     carpdev: &Carpdev,
     leader: u8,
     requester: [u8; 4],
     vip: [u8; 4],
 ) -> u32 {
     let leader_row = row(Some(*carpdev), leader);
-    let Some(group) = group(ifindex, leader) else {
+    let Some(group) = vhid_state(carpdev, leader).and_then(group) else {
         return drop_counted(leader_row, Verdict::NotOwned);
     };
     let Some(node) = balance_node(&group, requester, vip) else {
@@ -249,13 +246,13 @@ fn answer_balanced(
     counted(state.counters, Verdict::Answered, xdp_action::XDP_TX)
 }
 
-/// A balanced group by its leader.
+/// The balanced group a vhid leads, if it leads one.
 #[inline(always)]
-fn group(ifindex: u32, leader: u8) -> Option<BalanceGroup> {
-    // SAFETY: a plain-data value copied out at once.
+fn group(leader: VhidState) -> Option<BalanceGroup> {
     CARP_BALANCED
-        .get_ptr(&vhid_key(ifindex, leader))
-        .map(|group| unsafe { *group })
+        .get(u32::from(leader.led_group()?))
+        .copied()
+        .filter(|group| group.count != 0)
 }
 
 /// Pass and count while we own the node the addresses hash to.

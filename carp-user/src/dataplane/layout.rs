@@ -1,7 +1,8 @@
 //! Where the agent puts each carpdev and vhid in the XDP program's arrays
 //! (see carp-common): a carpdev's entry in `CARP_CARPDEVS` (at its home) or
-//! `CARP_COLLIDED`, its block of `CARP_VHIDS`, and the counter rows of
-//! `CARP_COUNTERS` of its vhids and of itself (vhid 0).
+//! `CARP_COLLIDED`, its block of `CARP_VHIDS`, the counter rows of
+//! `CARP_COUNTERS` of its vhids and of itself (vhid 0), and the entry of
+//! `CARP_BALANCED` of each balanced group.
 //!
 //! The layout lives in the maps; this is the agent's copy, built as it
 //! configures and rebuilt from the maps when it adopts a pinned dataplane,
@@ -13,8 +14,8 @@ use std::collections::{BTreeMap, BTreeSet};
 
 use aya::maps::{Array, HashMap, MapData, MapError};
 use carp_common::{
-    CARPDEV_HOMES, Carpdev, MAX_CARPDEVS, MAX_COUNTER_ROWS, VHID_ENTRIES, VHIDS_PER_CARPDEV,
-    VhidKey, VhidState, carpdev_home,
+    CARPDEV_HOMES, Carpdev, MAX_CARPDEVS, MAX_COUNTER_ROWS, MAX_GROUPS, VHID_ENTRIES,
+    VHIDS_PER_CARPDEV, VhidKey, VhidState, carpdev_home,
 };
 
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
@@ -27,6 +28,12 @@ pub enum LayoutError {
     NotConfigured { ifindex: u32, vhid: u8 },
     #[error("vhid 0 on ifindex {ifindex}: vhids run from 1 to 255")]
     VhidZero { ifindex: u32 },
+    #[error(
+        "the group of vhid {vhid} on ifindex {ifindex}: more than {MAX_GROUPS} balanced groups"
+    )]
+    TooManyGroups { ifindex: u32, vhid: u8 },
+    #[error("vhid {vhid} on ifindex {ifindex} leads no balanced group (add the group first)")]
+    NoGroup { ifindex: u32, vhid: u8 },
 }
 
 /// Where a carpdev's entry goes.
@@ -76,6 +83,8 @@ pub struct Layout {
     carpdevs: BTreeMap<u32, Placed>,
     /// Configured vhids by (ifindex, vhid), as last written.
     vhids: BTreeMap<(u32, u8), VhidState>,
+    /// Balanced groups' entries in `CARP_BALANCED`, by their leader.
+    groups: BTreeMap<(u32, u8), u8>,
 }
 
 impl Layout {
@@ -113,8 +122,32 @@ impl Layout {
         }))
     }
 
-    /// Configures `vhid` on the registered carpdev `ifindex`, not owned. A
-    /// vhid configured already keeps its counter row.
+    /// The entry of `CARP_BALANCED` for the group `leader` leads on the
+    /// registered carpdev `ifindex`: the same one for the same group.
+    pub fn add_group(&mut self, ifindex: u32, leader: u8) -> Result<u32, LayoutError> {
+        if !self.carpdevs.contains_key(&ifindex) {
+            return Err(LayoutError::NotConfigured {
+                ifindex,
+                vhid: leader,
+            });
+        }
+        if let Some(index) = self.groups.get(&(ifindex, leader)) {
+            return Ok(u32::from(*index));
+        }
+        let used: BTreeSet<u8> = self.groups.values().copied().collect();
+        let index = (0..=u8::MAX).find(|index| !used.contains(index)).ok_or(
+            LayoutError::TooManyGroups {
+                ifindex,
+                vhid: leader,
+            },
+        )?;
+        self.groups.insert((ifindex, leader), index);
+        Ok(u32::from(index))
+    }
+
+    /// Configures `vhid` on the registered carpdev `ifindex`, not owned;
+    /// `leads_group` if it leads the group added with `add_group`. A vhid
+    /// configured already keeps its counter row.
     pub fn add_vhid(
         &mut self,
         ifindex: u32,
@@ -125,13 +158,19 @@ impl Layout {
             return Err(LayoutError::VhidZero { ifindex });
         }
         let index = self.index(ifindex, vhid)?;
+        let group = if leads_group {
+            let group = self.groups.get(&(ifindex, vhid));
+            Some(*group.ok_or(LayoutError::NoGroup { ifindex, vhid })?)
+        } else {
+            None
+        };
         let counters = match self.vhids.get(&(ifindex, vhid)) {
             Some(state) => state.counters,
             None => self
                 .free_row()
                 .ok_or(LayoutError::TooManyVhids { ifindex, vhid })?,
         };
-        let state = VhidState::configured(counters, leads_group);
+        let state = VhidState::configured(counters, group);
         self.vhids.insert((ifindex, vhid), state);
         Ok(VhidWrite { index, state })
     }
@@ -203,6 +242,9 @@ impl Layout {
                 let state = vhid(carpdev.vhids + u32::from(number))?;
                 if state.is_configured() {
                     layout.vhids.insert((carpdev.ifindex, number), state);
+                    if let Some(group) = state.led_group() {
+                        layout.groups.insert((carpdev.ifindex, number), group);
+                    }
                 }
             }
         }
@@ -289,11 +331,11 @@ mod tests {
     fn vhids_get_rows_and_keep_them() {
         let mut layout = Layout::default();
         layout.register_carpdev(2).expect("room");
-        let write = layout.add_vhid(2, 9, true).expect("configured");
+        let write = layout.add_vhid(2, 9, false).expect("configured");
         assert_eq!(write.index, 9);
-        assert_eq!(write.state, VhidState::configured(1, true));
+        assert_eq!(write.state, VhidState::configured(1, None));
         assert_eq!(
-            layout.add_vhid(2, 9, true).expect("configured"),
+            layout.add_vhid(2, 9, false).expect("configured"),
             write,
             "again"
         );
@@ -312,9 +354,37 @@ mod tests {
     }
 
     #[test]
+    fn a_group_leader_names_its_group() {
+        let mut layout = Layout::default();
+        layout.register_carpdev(2).expect("room");
+        assert_eq!(
+            layout.add_vhid(2, 3, true),
+            Err(LayoutError::NoGroup {
+                ifindex: 2,
+                vhid: 3
+            }),
+            "group first"
+        );
+        assert_eq!(layout.add_group(2, 3), Ok(0));
+        assert_eq!(layout.add_group(2, 3), Ok(0), "once");
+        assert_eq!(layout.add_group(2, 7), Ok(1));
+        let leader = layout.add_vhid(2, 3, true).expect("configured");
+        assert_eq!(leader.state.led_group(), Some(0));
+        assert_eq!(
+            layout.add_group(9, 1),
+            Err(LayoutError::NotConfigured {
+                ifindex: 9,
+                vhid: 1
+            }),
+            "carpdev not registered"
+        );
+    }
+
+    #[test]
     fn a_role_change_rewrites_only_the_role() {
         let mut layout = Layout::default();
         layout.register_carpdev(2).expect("room");
+        layout.add_group(2, 1).expect("room");
         let added = layout.add_vhid(2, 1, true).expect("configured");
         let master = layout.set_role(2, 1, true).expect("configured");
         assert_eq!(master.index, added.index);
@@ -377,6 +447,7 @@ mod tests {
                 Home::Array(home) => homes[home as usize] = new.carpdev,
                 Home::Collided => collided.push(new.carpdev),
             }
+            layout.add_group(ifindex, 1).expect("room");
             for vhid in [1, 200] {
                 let write = layout
                     .add_vhid(ifindex, vhid, vhid == 1)

@@ -7,8 +7,8 @@ use std::time::Duration;
 
 use aya::maps::{Array, HashMap, MapData, PerCpuArray};
 use carp_common::{
-    AgentHeartbeat, BalanceGroup, Carpdev, Verdict, VhidKey, VhidState, VipKey, VipOwner,
-    counter_index, vip_filter_bit,
+    AgentHeartbeat, BalanceGroup, Carpdev, Verdict, VhidState, VipKey, VipOwner, counter_index,
+    vip_filter_bit,
 };
 
 use super::layout::{self, Home, Layout, VhidWrite};
@@ -110,8 +110,8 @@ impl Dataplane {
     }
 
     /// Tells the program about a balanced group (carpnodes) led by
-    /// `nodes[0]`. Its vhids and VIPs are added with `add_vhid` and
-    /// `add_vip` as usual.
+    /// `nodes[0]`, before its vhids (`add_vhid`, the leader with
+    /// `leads_group`) and VIPs (`add_vip`) are added as usual.
     pub fn add_balance_group(
         &mut self,
         ifindex: u32,
@@ -119,14 +119,13 @@ impl Dataplane {
     ) -> Result<(), DataplaneError> {
         self.register_carpdev(ifindex)?;
         let leader = group.nodes[0];
+        let index = self.layout.add_group(ifindex, leader)?;
         let error = map_error(format!(
             "{BALANCED_MAP}: group of vhid {leader} on ifindex {ifindex}"
         ));
-        let mut groups: HashMap<&mut MapData, VhidKey, BalanceGroup> =
-            HashMap::try_from(self.map_mut(BALANCED_MAP)?).map_err(&error)?;
-        groups
-            .insert(VhidKey::new(ifindex, leader), *group, 0)
-            .map_err(error)
+        let mut groups: Array<&mut MapData, BalanceGroup> =
+            Array::try_from(self.map_mut(BALANCED_MAP)?).map_err(&error)?;
+        groups.set(index, *group, 0).map_err(error)
     }
 
     /// Tells the program that `address` on `ifindex` belongs to `vhid`, or,
