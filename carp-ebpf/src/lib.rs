@@ -57,6 +57,11 @@ pub fn check_ipv6(payload_len: u16, hop_limit: u8) -> Result<(), Verdict> {
 
 /// Checks version, type and checksum of a CARP header and returns its vhid.
 /// Whether the vhid is configured is the caller's (map) question.
+#[expect(
+    clippy::inline_always,
+    reason = "the XDP program calls it twice; out of line, each is a BPF-to-BPF call dearer than the checksum"
+)]
+#[inline(always)]
 pub fn check_carp_header(header: &[u8; CARP_HEADER_LEN]) -> Result<u8, Verdict> {
     if header[0] != (CARP_VERSION << 4) | CARP_TYPE_ADVERTISEMENT {
         return Err(Verdict::BadVer);
@@ -69,6 +74,11 @@ pub fn check_carp_header(header: &[u8; CARP_HEADER_LEN]) -> Result<u8, Verdict> 
 }
 
 /// The 16-bit one's-complement sum of the header's big-endian words.
+#[expect(
+    clippy::inline_always,
+    reason = "as check_carp_header: LLVM keeps it out of line otherwise"
+)]
+#[inline(always)]
 pub fn ones_complement_sum(header: &[u8; CARP_HEADER_LEN]) -> u16 {
     let mut sum: u32 = 0;
     let mut i = 0;
@@ -83,14 +93,24 @@ pub fn ones_complement_sum(header: &[u8; CARP_HEADER_LEN]) -> u16 {
     (sum & 0xffff) as u16
 }
 
-/// Whether a vhid in `state` is ours at `now_ns`: MASTER, and the agent
-/// alive within its bound. A dead agent can never leave us answering for
-/// addresses the peer now owns (fail closed).
-pub fn owned(state: VhidState, heartbeat: AgentHeartbeat, now_ns: u64) -> Result<(), Verdict> {
+/// Whether a vhid in `state` is ours now: MASTER, and the agent alive
+/// within its bound at `now_ns()` by its last `heartbeat()`. A dead agent
+/// can never leave us answering for addresses the peer now owns (fail
+/// closed).
+///
+/// Each input is read only where it can change the answer: in the XDP
+/// program the heartbeat is a map lookup and the clock a helper call, the
+/// dearest step on the path.
+pub fn owned(
+    state: VhidState,
+    heartbeat: impl FnOnce() -> AgentHeartbeat,
+    now_ns: impl FnOnce() -> u64,
+) -> Result<(), Verdict> {
     if state.role != ROLE_MASTER {
         return Err(Verdict::NotOwned);
     }
-    if heartbeat.beat_ns == 0 || now_ns.saturating_sub(heartbeat.beat_ns) > heartbeat.bound_ns {
+    let heartbeat = heartbeat();
+    if heartbeat.beat_ns == 0 || now_ns().saturating_sub(heartbeat.beat_ns) > heartbeat.bound_ns {
         return Err(Verdict::AgentStale);
     }
     Ok(())
@@ -262,30 +282,41 @@ mod tests {
 
     #[test]
     fn ownership_needs_master_and_a_live_agent() {
-        let live = AgentHeartbeat {
+        let live = || AgentHeartbeat {
             beat_ns: 1_000,
             bound_ns: 500,
         };
-        let master = VhidState::new(true);
-        let backup = VhidState::new(false);
-        assert_eq!(owned(master, live, 1_000), Ok(()));
-        assert_eq!(owned(master, live, 1_500), Ok(()), "at the bound");
-        assert_eq!(owned(master, live, 1_501), Err(Verdict::AgentStale));
-        assert_eq!(owned(backup, live, 1_000), Err(Verdict::NotOwned));
+        let master = VhidState::configured(0, None).with_role(true);
+        let backup = VhidState::configured(0, None);
+        let at = |now: u64| move || now;
+        assert_eq!(owned(master, live, at(1_000)), Ok(()));
+        assert_eq!(owned(master, live, at(1_500)), Ok(()), "at the bound");
+        assert_eq!(owned(master, live, at(1_501)), Err(Verdict::AgentStale));
+        assert_eq!(owned(backup, live, at(1_000)), Err(Verdict::NotOwned));
         assert_eq!(
-            owned(master, AgentHeartbeat::default(), 1),
+            owned(master, AgentHeartbeat::default, at(1)),
             Err(Verdict::AgentStale),
             "no beat yet"
         );
-        let odd_role = VhidState {
-            role: 7,
-            ..VhidState::default()
-        };
-        assert_eq!(owned(odd_role, live, 1_000), Err(Verdict::NotOwned));
+        let odd_role = VhidState { role: 7, ..master };
+        assert_eq!(owned(odd_role, live, at(1_000)), Err(Verdict::NotOwned));
         assert_eq!(
-            owned(master, live, 10),
+            owned(master, live, at(10)),
             Ok(()),
             "a beat stamped after the packet (another CPU) is fresh"
+        );
+    }
+
+    #[test]
+    fn the_heartbeat_and_the_clock_are_read_only_where_they_decide() {
+        let unread = || -> AgentHeartbeat { panic!("the heartbeat was read") };
+        let no_clock = || -> u64 { panic!("the clock was read") };
+        let backup = VhidState::configured(0, None);
+        assert_eq!(owned(backup, unread, no_clock), Err(Verdict::NotOwned));
+        let master = backup.with_role(true);
+        assert_eq!(
+            owned(master, AgentHeartbeat::default, no_clock),
+            Err(Verdict::AgentStale)
         );
     }
 

@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use carp::clock;
 use carp::net::frames;
-use carp_common::Verdict;
+use carp_common::{CARPDEV_HOMES, Verdict};
 use common::{Harness, LOOPBACK, RECEIVE_TIMEOUT, VHID, XDP_DROP, XDP_PASS, ethernet};
 
 const VIP4: Ipv4Addr = Ipv4Addr::new(192, 0, 2, 1);
@@ -22,7 +22,10 @@ const ROGUE_MAC: [u8; 6] = [0x02, 0, 0, 0, 0, 0x66];
 const LIVE: Duration = Duration::from_mins(1);
 
 fn harness() -> Harness {
-    let mut harness = Harness::new();
+    with_vips(Harness::new())
+}
+
+fn with_vips(mut harness: Harness) -> Harness {
     for vip in [IpAddr::V4(VIP4), IpAddr::V6(VIP6)] {
         harness
             .dataplane
@@ -130,6 +133,30 @@ fn backup_drops_what_only_the_owner_may_take_and_master_passes_it() {
     set_master(&mut harness, false);
     let (what, frame) = &owner_only()[0];
     harness.expect(what, frame, XDP_DROP, Some((VHID, Verdict::NotOwned)));
+}
+
+/// Two carpdevs whose ifindexes are equal modulo `CARPDEV_HOMES` share a
+/// home in `CARP_CARPDEVS`: the second is found in `CARP_COLLIDED`, with the
+/// same verdicts, counted on it alone.
+#[test]
+fn a_carpdev_whose_home_another_took_is_judged_alike() {
+    let mut harness = with_vips(Harness::after(|dataplane| {
+        dataplane
+            .add_vhid(LOOPBACK + CARPDEV_HOMES, VHID, false)
+            .expect("the first carpdev takes the home");
+    }));
+    for (what, frame) in owner_only() {
+        harness.expect(what, &frame, XDP_DROP, Some((VHID, Verdict::NotOwned)));
+    }
+    set_master(&mut harness, true);
+    for (what, frame) in owner_only() {
+        harness.expect(what, &frame, XDP_PASS, Some((VHID, Verdict::Owned)));
+    }
+    let other = harness.dataplane.counters().expect("counters read");
+    assert!(
+        other.iter().all(|c| c.ifindex == LOOPBACK),
+        "the other carpdev counted: {other:?}"
+    );
 }
 
 #[test]

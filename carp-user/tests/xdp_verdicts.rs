@@ -6,6 +6,7 @@ mod common;
 
 use std::net::IpAddr;
 
+use carp::dataplane::Baseline;
 use carp::net::frames::{self, CARP_GROUP_V4};
 use carp_common::Verdict;
 use common::{
@@ -192,16 +193,18 @@ fn everything_else_passes_untouched() {
 }
 
 #[test]
-fn the_baseline_program_passes_everything() {
+fn the_baseline_programs_pass_everything() {
     let mut harness = Harness::new();
     for frame in [
         ipv4_advert(&header(VHID)),
         ethernet(frames::ETHERTYPE_ARP, &[0u8; 28]),
     ] {
-        let run = harness
-            .dataplane
-            .run_baseline(&frame, 1)
-            .expect("the baseline runs");
-        assert_eq!(run.action, XDP_PASS);
+        for baseline in [Baseline::Bare, Baseline::Clock] {
+            let run = harness
+                .dataplane
+                .run_baseline(baseline, &frame, 1)
+                .expect("the baseline runs");
+            assert_eq!(run.action, XDP_PASS, "{baseline:?}");
+        }
     }
 }

@@ -5,10 +5,12 @@
 //! answer a unicast one with an ICMP protocol-unreachable.
 
 use aya_ebpf::{helpers::bpf_ktime_get_ns, programs::XdpContext};
-use carp_common::{AdvertEvent, CARP_HEADER_LEN, FAMILY_INET, FAMILY_INET6, IPPROTO_CARP, Verdict};
+use carp_common::{
+    AdvertEvent, CARP_HEADER_LEN, Carpdev, FAMILY_INET, FAMILY_INET6, IPPROTO_CARP, Verdict,
+};
 use carp_ebpf::{CARP_GROUP_V4, CARP_GROUP_V6, check_carp_header, check_ipv4, check_ipv6};
 
-use super::{CARP_ADVERTS, ETH_HEADER_LEN, drop_counted, read, vhid_state};
+use super::{CARP_ADVERTS, ETH_HEADER_LEN, carpdev, drop_counted, read, row, vhid_state};
 
 const IPV4_MIN_HEADER_LEN: usize = 20;
 const IPV4_MAX_HEADER_LEN: usize = 60;
@@ -21,23 +23,29 @@ pub fn ipv4(ctx: &XdpContext, ifindex: u32) -> Option<u32> {
     if ip[9] != IPPROTO_CARP {
         return None;
     }
+    let carpdev = carpdev(ifindex);
     let total_len = u16::from_be_bytes([ip[2], ip[3]]);
     let frag = u16::from_be_bytes([ip[6], ip[7]]);
     let header_len = match check_ipv4(ip[0], total_len, frag, ip[8]) {
         // Bounded again for the verifier, which cannot see through ihl * 4.
         Ok(len) if len <= IPV4_MAX_HEADER_LEN => len,
-        Ok(_) => return Some(drop_counted(ifindex, 0, Verdict::BadLen)),
+        Ok(_) => return Some(drop_counted(row(carpdev, 0), Verdict::BadLen)),
         Err(verdict) => {
-            let vhid = vhid_at(ctx, ifindex, ETH_HEADER_LEN + IPV4_MIN_HEADER_LEN);
-            return Some(drop_counted(ifindex, vhid, verdict));
+            let row = row_at(ctx, carpdev, ETH_HEADER_LEN + IPV4_MIN_HEADER_LEN);
+            return Some(drop_counted(row, verdict));
         }
     };
-    let mut source = [0u8; 16];
-    source[..4].copy_from_slice(&ip[12..16]);
+    // Not `[0u8; 16]` and a copy: zeroing takes a call to memset (see
+    // `vip_key`).
+    let source = bytes16(
+        u64::from_ne_bytes([ip[12], ip[13], ip[14], ip[15], 0, 0, 0, 0]),
+        0,
+    );
     let multicast = ip[16..20] == CARP_GROUP_V4;
     Some(advert(
         ctx,
         ifindex,
+        carpdev,
         ETH_HEADER_LEN + header_len,
         Origin {
             family: FAMILY_INET,
@@ -54,13 +62,10 @@ pub fn ipv6(ctx: &XdpContext, ifindex: u32) -> Option<u32> {
     if ip[6] != IPPROTO_CARP {
         return None;
     }
+    let carpdev = carpdev(ifindex);
     let carp_offset = ETH_HEADER_LEN + IPV6_HEADER_LEN;
     if let Err(verdict) = check_ipv6(u16::from_be_bytes([ip[4], ip[5]]), ip[7]) {
-        return Some(drop_counted(
-            ifindex,
-            vhid_at(ctx, ifindex, carp_offset),
-            verdict,
-        ));
+        return Some(drop_counted(row_at(ctx, carpdev, carp_offset), verdict));
     }
     let mut source = [0u8; 16];
     source.copy_from_slice(&ip[8..24]);
@@ -68,6 +73,7 @@ pub fn ipv6(ctx: &XdpContext, ifindex: u32) -> Option<u32> {
     Some(advert(
         ctx,
         ifindex,
+        carpdev,
         carp_offset,
         Origin {
             family: FAMILY_INET6,
@@ -75,6 +81,13 @@ pub fn ipv6(ctx: &XdpContext, ifindex: u32) -> Option<u32> {
             multicast,
         },
     ))
+}
+
+/// Sixteen bytes from two words in memory order, kept as two word stores.
+#[inline(always)]
+fn bytes16(low: u64, high: u64) -> [u8; 16] {
+    // SAFETY: two words are sixteen bytes; any bytes are a valid array.
+    unsafe { core::mem::transmute::<[u64; 2], [u8; 16]>([low, high]) }
 }
 
 /// Where an advertisement came from.
@@ -86,19 +99,25 @@ struct Origin {
 
 /// Checks the CARP header at `offset` and hands a good one to the agent.
 #[inline(always)]
-fn advert(ctx: &XdpContext, ifindex: u32, offset: usize, origin: Origin) -> u32 {
+fn advert(
+    ctx: &XdpContext,
+    ifindex: u32,
+    carpdev: Option<Carpdev>,
+    offset: usize,
+    origin: Origin,
+) -> u32 {
     let Some(header) = read::<[u8; CARP_HEADER_LEN]>(ctx, offset) else {
-        return drop_counted(ifindex, vhid_at(ctx, ifindex, offset), Verdict::BadLen);
+        return drop_counted(row_at(ctx, carpdev, offset), Verdict::BadLen);
     };
     let vhid = match check_carp_header(&header) {
         Ok(vhid) => vhid,
-        Err(verdict) => return drop_counted(ifindex, configured_vhid(ifindex, header[1]), verdict),
+        Err(verdict) => return drop_counted(row(carpdev, header[1]), verdict),
     };
-    if configured_vhid(ifindex, vhid) == 0 {
-        return drop_counted(ifindex, 0, Verdict::BadVhid);
-    }
+    let Some(state) = carpdev.and_then(|carpdev| vhid_state(&carpdev, vhid)) else {
+        return drop_counted(row(carpdev, 0), Verdict::BadVhid);
+    };
     let Some(mut entry) = CARP_ADVERTS.reserve::<AdvertEvent>(0) else {
-        return drop_counted(ifindex, vhid, Verdict::RingFull);
+        return drop_counted(state.counters, Verdict::RingFull);
     };
     entry.write(AdvertEvent {
         // SAFETY: a helper without arguments or side effects.
@@ -112,23 +131,16 @@ fn advert(ctx: &XdpContext, ifindex: u32, offset: usize, origin: Origin) -> u32 
         pad2: [0; 4],
     });
     entry.submit(0);
-    drop_counted(ifindex, vhid, Verdict::Accepted)
+    drop_counted(state.counters, Verdict::Accepted)
 }
 
-/// The configured vhid named by the CARP header at `offset`, else 0: for
-/// counting a packet whose header is incomplete or untrusted.
+/// The counter row of the vhid the CARP header at `offset` names (that of
+/// the carpdev where it is not configured): for counting a packet whose
+/// header is incomplete or untrusted.
 #[inline(always)]
-fn vhid_at(ctx: &XdpContext, ifindex: u32, offset: usize) -> u8 {
-    read::<[u8; 2]>(ctx, offset).map_or(0, |start| configured_vhid(ifindex, start[1]))
-}
-
-/// `vhid` if it is configured on `ifindex`, else 0: counters are keyed only
-/// by configured vhids, so nobody can grow the map by spraying vhids.
-#[inline(always)]
-fn configured_vhid(ifindex: u32, vhid: u8) -> u8 {
-    if vhid_state(ifindex, vhid).is_some() {
-        vhid
-    } else {
-        0
-    }
+fn row_at(ctx: &XdpContext, carpdev: Option<Carpdev>, offset: usize) -> u32 {
+    row(
+        carpdev,
+        read::<[u8; 2]>(ctx, offset).map_or(0, |start| start[1]),
+    )
 }

@@ -5,7 +5,18 @@
 //! an ARP request / neighbour solicitation for a VIP (ownership.rs): passed
 //! while this node owns the vhid, dropped otherwise, so the kernel never
 //! answers for an address it does not own. Everything else passes untouched.
-//! Each verdict is counted once, in `CARP_COUNTERS`.
+//! Each verdict is counted once, in `CARP_COUNTERS`, in the row of its
+//! (carpdev, vhid).
+//!
+//! Speed: every frame goes through here, so the maps a frame meets on the
+//! common paths are arrays, whose lookups the verifier inlines (a hash map
+//! lookup is a call, dearer than the rest of the path together). The one
+//! hash map left there, `CARP_VIPS`, sits behind a bitmap that turns other
+//! addresses away first. Nothing is called out of line (keys with zeroed
+//! bytes are written as words: see `vip_key`). What remains on the paths
+//! a MASTER passes is the clock read of the fail-closed check, a helper
+//! call that costs more than the rest of the path. `cargo xtask bench xdp`
+//! measures all of it.
 //!
 //! Helpers are inlined: BPF calls take at most five register arguments.
 
@@ -13,38 +24,58 @@ mod advert;
 mod ownership;
 
 use aya_ebpf::{
-    bindings::{BPF_NOEXIST, xdp_action},
+    bindings::xdp_action,
+    helpers::bpf_ktime_get_ns,
     macros::{map, xdp},
-    maps::{Array, HashMap, PerCpuHashMap, RingBuf},
+    maps::{Array, HashMap, PerCpuArray, RingBuf},
     programs::XdpContext,
 };
 use carp_common::{
-    ADVERT_RING_BYTES, AgentHeartbeat, BalanceGroup, CLAIM_RING_BYTES, CounterKey,
-    MAX_COUNTER_KEYS, MAX_VHIDS, MAX_VIPS, Verdict, VhidKey, VhidState, VipClaim, VipKey, VipOwner,
+    ADVERT_RING_BYTES, AgentHeartbeat, BalanceGroup, CARPDEV_HOMES, CLAIM_RING_BYTES,
+    COUNTER_ENTRIES, Carpdev, FAMILY_INET, FAMILY_INET6, MAX_CARPDEVS, MAX_COUNTER_ROWS,
+    MAX_GROUPS, MAX_VIPS, VHID_ENTRIES, VIP_FILTER_WORDS, Verdict, VhidState, VipClaim, VipKey,
+    VipOwner, carpdev_home, counter_index, vip_filter_bit, vip_filter_bit_v4,
 };
 
-/// This node's role per configured (carpdev, vhid). Written by the agent
-/// (one update per failover), read here.
+/// Where each carpdev's vhids are, at the carpdev's home
+/// (`carpdev_home(ifindex)`). Written by the agent when it first meets a
+/// carpdev, read here.
+#[map(name = "CARP_CARPDEVS")]
+static CARP_CARPDEVS: Array<Carpdev> = Array::with_max_entries(CARPDEV_HOMES, 0);
+
+/// The same for the carpdevs whose home another carpdev had taken, by
+/// ifindex: rare (their ifindexes must be equal modulo `CARPDEV_HOMES`).
+/// Written by the agent, read here.
+#[map(name = "CARP_COLLIDED")]
+static CARP_COLLIDED: HashMap<u32, Carpdev> = HashMap::with_max_entries(MAX_CARPDEVS, 0);
+
+/// Per carpdev and vhid: configured or not, this node's role, the counter
+/// row. Written by the agent (one write per failover), read here.
 #[map(name = "CARP_VHIDS")]
-static CARP_VHIDS: HashMap<VhidKey, VhidState> = HashMap::with_max_entries(MAX_VHIDS, 0);
+static CARP_VHIDS: Array<VhidState> = Array::with_max_entries(VHID_ENTRIES, 0);
 
 /// Which vhid each VIP belongs to. Written by the agent, read here.
 #[map(name = "CARP_VIPS")]
 static CARP_VIPS: HashMap<VipKey, VipOwner> = HashMap::with_max_entries(MAX_VIPS, 0);
 
-/// Balanced groups (carpnodes), keyed by their leader vhid. Written by the
-/// agent at configuration, read here.
+/// A bit per VIP (`vip_filter_bit`): clear bits are addresses that are
+/// surely no VIP. Written by the agent with `CARP_VIPS`, read here.
+#[map(name = "CARP_VIP_FILTER")]
+static CARP_VIP_FILTER: Array<u64> = Array::with_max_entries(VIP_FILTER_WORDS, 0);
+
+/// Balanced groups (carpnodes), where their leader's `VhidState::group`
+/// says. Written by the agent at configuration, read here.
 #[map(name = "CARP_BALANCED")]
-static CARP_BALANCED: HashMap<VhidKey, BalanceGroup> = HashMap::with_max_entries(MAX_VHIDS, 0);
+static CARP_BALANCED: Array<BalanceGroup> = Array::with_max_entries(MAX_GROUPS, 0);
 
 /// The agent's heartbeat (entry 0). Written by the agent, read here.
 #[map(name = "CARP_AGENT")]
 static CARP_AGENT: Array<AgentHeartbeat> = Array::with_max_entries(1, 0);
 
-/// Packets per (carpdev, vhid, verdict). Written here, summed by the agent.
+/// Packets per counter row (a (carpdev, vhid)) and verdict, at
+/// `counter_index(row, verdict)`. Written here, summed by the agent.
 #[map(name = "CARP_COUNTERS")]
-static CARP_COUNTERS: PerCpuHashMap<CounterKey, u64> =
-    PerCpuHashMap::with_max_entries(MAX_COUNTER_KEYS, 0);
+static CARP_COUNTERS: PerCpuArray<u64> = PerCpuArray::with_max_entries(COUNTER_ENTRIES, 0);
 
 /// Accepted advertisements. Written here, read by the agent.
 #[map(name = "CARP_ADVERTS")]
@@ -66,6 +97,9 @@ const ETH_P_IPV6: u16 = 0x86dd;
 const ETH_P_ARP: u16 = 0x0806;
 
 #[xdp]
+// Inlined into the entry the macro wraps it in: a BPF-to-BPF call costs
+// as much as the rest of the pass-through path.
+#[inline(always)]
 pub fn carp(ctx: XdpContext) -> u32 {
     try_carp(&ctx)
 }
@@ -74,6 +108,16 @@ pub fn carp(ctx: XdpContext) -> u32 {
 /// `cargo xtask bench xdp` measures `carp` against. carpd never loads it.
 #[xdp]
 pub fn bare_pass(_ctx: XdpContext) -> u32 {
+    xdp_action::XDP_PASS
+}
+
+/// `bare_pass` plus the one clock read the fail-closed check makes for
+/// every packet a MASTER passes: the floor of those paths, which
+/// `cargo xtask bench xdp` shows next to them. carpd never loads it.
+#[xdp]
+pub fn clock_pass(_ctx: XdpContext) -> u32 {
+    // SAFETY: a helper without arguments or side effects.
+    let _ = unsafe { bpf_ktime_get_ns() };
     xdp_action::XDP_PASS
 }
 
@@ -93,44 +137,147 @@ fn try_carp(ctx: &XdpContext) -> u32 {
     }
     match u16::from_be_bytes([ethernet[12], ethernet[13]]) {
         ETH_P_IPV4 => advert::ipv4(ctx, ifindex).unwrap_or_else(|| ownership::ipv4(ctx, ifindex)),
-        ETH_P_IPV6 => {
-            advert::ipv6(ctx, ifindex).unwrap_or_else(|| ownership::ipv6(ctx, ifindex, &ethernet))
-        }
+        ETH_P_IPV6 => advert::ipv6(ctx, ifindex).unwrap_or_else(|| ownership::ipv6(ctx, ifindex)),
         ETH_P_ARP => ownership::arp(ctx, ifindex),
         _ => xdp_action::XDP_PASS,
     }
 }
 
-/// This node's role for a configured vhid; None where it is not configured.
+/// The carpdev `ifindex` as the agent registered it (before attaching the
+/// program to it); None for any other interface.
 #[inline(always)]
-fn vhid_state(ifindex: u32, vhid: u8) -> Option<VhidState> {
+fn carpdev(ifindex: u32) -> Option<Carpdev> {
+    let home = CARP_CARPDEVS.get(carpdev_home(ifindex))?;
+    if home.ifindex == ifindex {
+        return Some(*home);
+    }
     // SAFETY: a plain-data value copied out at once.
-    CARP_VHIDS
-        .get_ptr(VhidKey::new(ifindex, vhid))
-        .map(|state| unsafe { *state })
+    CARP_COLLIDED
+        .get_ptr(&ifindex)
+        .map(|carpdev| unsafe { *carpdev })
 }
 
-/// Counts `verdict` for (carpdev, vhid) and returns `action`: the single
+/// A vhid configured on the carpdev; None where it is not.
+#[inline(always)]
+fn vhid_state(carpdev: &Carpdev, vhid: u8) -> Option<VhidState> {
+    CARP_VHIDS
+        .get(carpdev.vhids + u32::from(vhid))
+        .copied()
+        .filter(|state| state.is_configured())
+}
+
+/// A counter row no counter has: verdicts on an interface the agent never
+/// registered go uncounted.
+const NO_ROW: u32 = MAX_COUNTER_ROWS;
+
+/// The counter row of `vhid` on the carpdev, or, where it is not
+/// configured, the carpdev's row for packets tied to no vhid: counters
+/// exist only for configured vhids, so nobody can spread them by spraying
+/// vhids.
+#[inline(always)]
+fn row(carpdev: Option<Carpdev>, vhid: u8) -> u32 {
+    let Some(carpdev) = carpdev else {
+        return NO_ROW;
+    };
+    match vhid_state(&carpdev, vhid) {
+        Some(state) => state.counters,
+        None => CARP_VHIDS
+            .get(carpdev.vhids)
+            .map_or(NO_ROW, |unconfigured| unconfigured.counters),
+    }
+}
+
+/// The owner of the IPv4 address on the carpdev, if it is a VIP.
+#[inline(always)]
+fn vip_owner_v4(ifindex: u32, address: [u8; 4]) -> Option<VipOwner> {
+    if !maybe_vip(vip_filter_bit_v4(address)) {
+        return None;
+    }
+    let [a, b, c, d] = address;
+    vip_owner(&vip_key(
+        ifindex,
+        FAMILY_INET,
+        u64::from_ne_bytes([a, b, c, d, 0, 0, 0, 0]),
+        0,
+    ))
+}
+
+/// The owner of the IPv6 address on the carpdev, if it is a VIP.
+#[inline(always)]
+fn vip_owner_v6(ifindex: u32, address: &[u8; 16]) -> Option<VipOwner> {
+    if !maybe_vip(vip_filter_bit(address)) {
+        return None;
+    }
+    vip_owner(&vip_key_v6(ifindex, address))
+}
+
+/// `VipKey::v6`, as `vip_key` builds it.
+#[inline(always)]
+fn vip_key_v6(ifindex: u32, address: &[u8; 16]) -> VipKey {
+    let word = |at: usize| {
+        u64::from_ne_bytes([
+            address[at],
+            address[at + 1],
+            address[at + 2],
+            address[at + 3],
+            address[at + 4],
+            address[at + 5],
+            address[at + 6],
+            address[at + 7],
+        ])
+    };
+    vip_key(ifindex, FAMILY_INET6, word(0), word(8))
+}
+
+/// A `VipKey` from its address as two words (in memory order), written as
+/// three whole words. Built field by field, as `VipKey::v4` does, its zero
+/// bytes become calls to memset (bpf-linker has LLVM expand memcpy in
+/// order, memset not at all), dearer than the hash lookup it is for.
+#[inline(always)]
+fn vip_key(ifindex: u32, family: u8, low: u64, high: u64) -> VipKey {
+    let [i0, i1, i2, i3] = ifindex.to_ne_bytes();
+    let head = u64::from_ne_bytes([i0, i1, i2, i3, family, 0, 0, 0]);
+    // SAFETY: `VipKey` is repr(C), 24 bytes (asserted in carp-common) of
+    // integers and byte arrays: ifindex, family, 3 bytes of padding (0
+    // here, as `VipKey::v4` leaves them), then the 16 address bytes. Any
+    // bit pattern is a valid `VipKey`.
+    unsafe { core::mem::transmute::<[u64; 3], VipKey>([head, low, high]) }
+}
+
+/// Whether an address whose filter bit is `(word, mask)` may be a VIP: the
+/// bitmap turns most other addresses away before the hash lookup (and
+/// before a key is built for it, which takes calls to memset).
+#[inline(always)]
+fn maybe_vip((word, mask): (u32, u64)) -> bool {
+    // A word that cannot be read (never: `word` is in range) sends the
+    // address on to the exact lookup.
+    CARP_VIP_FILTER.get(word).copied().unwrap_or(u64::MAX) & mask != 0
+}
+
+/// The owner of a VIP (its filter bit set); None for any other address.
+#[inline(always)]
+fn vip_owner(key: &VipKey) -> Option<VipOwner> {
+    // SAFETY: a plain-data value copied out at once.
+    CARP_VIPS.get_ptr(key).map(|owner| unsafe { *owner })
+}
+
+/// Counts `verdict` in counter row `row` and returns `action`: the single
 /// place every verdict is counted.
 #[inline(always)]
-fn counted(ifindex: u32, vhid: u8, verdict: Verdict, action: u32) -> u32 {
-    let key = CounterKey::new(ifindex, vhid, verdict);
-    match CARP_COUNTERS.get_ptr_mut(key) {
+fn counted(row: u32, verdict: Verdict, action: u32) -> u32 {
+    if row < MAX_COUNTER_ROWS
+        && let Some(packets) = CARP_COUNTERS.get_ptr_mut(counter_index(row, verdict))
+    {
         // SAFETY: a per-CPU value: nothing else writes it while we run.
-        Some(packets) => unsafe { *packets += 1 },
-        None => {
-            // Fails only when the map is full; the packet then goes uncounted
-            // rather than evicting a counter the agent already reported.
-            let _ = CARP_COUNTERS.insert(key, 1u64, u64::from(BPF_NOEXIST));
-        }
+        unsafe { *packets += 1 };
     }
     action
 }
 
 /// Counts and drops.
 #[inline(always)]
-fn drop_counted(ifindex: u32, vhid: u8, verdict: Verdict) -> u32 {
-    counted(ifindex, vhid, verdict, xdp_action::XDP_DROP)
+fn drop_counted(row: u32, verdict: Verdict) -> u32 {
+    counted(row, verdict, xdp_action::XDP_DROP)
 }
 
 /// The one place packet bytes are read: `T` at `offset` if the frame holds it.

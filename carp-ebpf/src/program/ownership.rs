@@ -11,13 +11,15 @@
 
 use aya_ebpf::{bindings::xdp_action, helpers::bpf_ktime_get_ns, programs::XdpContext};
 use carp_common::{
-    BALANCE_IP, BalanceGroup, ClaimEvent, Verdict, VhidKey, VhidState, VipClaim, VipKey,
+    BALANCE_IP, BalanceGroup, Carpdev, ClaimEvent, FAMILY_INET, Verdict, VhidState, VipClaim,
+    VipKey,
 };
 use carp_ebpf::{ARP_FRAME_LEN, arp_reply, balance_node, owned, virtual_mac, virtual_mac_vhid};
 
 use super::{
-    CARP_AGENT, CARP_BALANCED, CARP_CLAIMED, CARP_CLAIMS, CARP_VIPS, ETH_HEADER_LEN, ETH_P_ARP,
-    ETH_P_IPV4, counted, drop_counted, read, vhid_state, write,
+    CARP_AGENT, CARP_BALANCED, CARP_CLAIMED, CARP_CLAIMS, ETH_HEADER_LEN, ETH_P_ARP, ETH_P_IPV4,
+    carpdev, counted, drop_counted, read, row, vhid_state, vip_key, vip_key_v6, vip_owner_v4,
+    vip_owner_v6, write,
 };
 
 const IPV4_HEADER_LEN: usize = 20;
@@ -48,11 +50,12 @@ pub fn for_virtual_mac(
         ethernet[5],
     ];
     let vhid = virtual_mac_vhid(&destination)?;
-    let state = vhid_state(ifindex, vhid)?;
+    let carpdev = carpdev(ifindex)?;
+    let state = vhid_state(&carpdev, vhid)?;
     if state.leads_group == 0 {
-        return Some(decide(ifindex, vhid, state));
+        return Some(decide(state));
     }
-    Some(for_shared_mac(ctx, ifindex, vhid, state, ethernet))
+    Some(for_shared_mac(ctx, ifindex, &carpdev, state, ethernet))
 }
 
 /// A frame for a balanced group's shared MAC. In `ip` mode accepted IPv4 is
@@ -63,20 +66,20 @@ pub fn for_virtual_mac(
 fn for_shared_mac(
     ctx: &XdpContext,
     ifindex: u32,
-    leader: u8,
+    carpdev: &Carpdev,
     state: VhidState,
     ethernet: &[u8; ETH_HEADER_LEN],
 ) -> u32 {
-    let Some(group) = group(ifindex, leader) else {
-        return drop_counted(ifindex, leader, Verdict::NotOwned);
+    let Some(group) = group(state) else {
+        return drop_counted(state.counters, Verdict::NotOwned);
     };
     match u16::from_be_bytes([ethernet[12], ethernet[13]]) {
         ETH_P_IPV4 => {
             let Some(ip) = read::<[u8; IPV4_HEADER_LEN]>(ctx, ETH_HEADER_LEN) else {
-                return drop_counted(ifindex, leader, Verdict::NotOwned);
+                return drop_counted(state.counters, Verdict::NotOwned);
             };
             let action = decide_balanced(
-                ifindex,
+                carpdev,
                 &group,
                 [ip[12], ip[13], ip[14], ip[15]],
                 [ip[16], ip[17], ip[18], ip[19]],
@@ -91,7 +94,7 @@ fn for_shared_mac(
         }
         ETH_P_ARP => arp(ctx, ifindex),
         // Balanced groups carry IPv4 only; anything else follows the leader.
-        _ => decide(ifindex, leader, state),
+        _ => decide(state),
     }
 }
 
@@ -103,33 +106,36 @@ pub fn ipv4(ctx: &XdpContext, ifindex: u32) -> u32 {
     };
     let source = [ip[12], ip[13], ip[14], ip[15]];
     let address = [ip[16], ip[17], ip[18], ip[19]];
-    let destination = VipKey::v4(ifindex, address);
-    // SAFETY: a plain-data value copied out at once.
-    let Some(owner) = CARP_VIPS.get_ptr(&destination).map(|o| unsafe { *o }) else {
+    let Some(owner) = vip_owner_v4(ifindex, address) else {
+        return xdp_action::XDP_PASS;
+    };
+    // The agent registers the carpdev before it adds a VIP on it.
+    let Some(carpdev) = carpdev(ifindex) else {
         return xdp_action::XDP_PASS;
     };
     if owner.balanced != 0 {
-        return match group(ifindex, owner.vhid) {
-            Some(group) => decide_balanced(ifindex, &group, source, address),
-            None => drop_counted(ifindex, owner.vhid, Verdict::NotOwned),
+        let leader = vhid_state(&carpdev, owner.vhid);
+        return match leader.and_then(group) {
+            Some(group) => decide_balanced(&carpdev, &group, source, address),
+            None => drop_counted(row(Some(carpdev), owner.vhid), Verdict::NotOwned),
         };
     }
-    match vhid_state(ifindex, owner.vhid) {
-        Some(state) => decide(ifindex, owner.vhid, state),
+    match vhid_state(&carpdev, owner.vhid) {
+        Some(state) => decide(state),
         None => xdp_action::XDP_PASS,
     }
 }
 
 /// IPv6 packets for a VIP, and neighbour discovery about one.
 #[inline(always)]
-pub fn ipv6(ctx: &XdpContext, ifindex: u32, ethernet: &[u8; ETH_HEADER_LEN]) -> u32 {
+pub fn ipv6(ctx: &XdpContext, ifindex: u32) -> u32 {
     let Some(ip) = read::<[u8; IPV6_HEADER_LEN]>(ctx, ETH_HEADER_LEN) else {
         return xdp_action::XDP_PASS;
     };
     let mut destination = [0u8; 16];
     destination.copy_from_slice(&ip[24..40]);
-    if let Some((vhid, state)) = vip(ifindex, &VipKey::v6(ifindex, destination)) {
-        return decide(ifindex, vhid, state);
+    if let Some((_, state)) = vip(ifindex, &destination) {
+        return decide(state);
     }
     // Solicitations go to a solicited-node group, not to the VIP: look at
     // the target. Extension headers before ICMPv6 are not walked (policy in lib.rs).
@@ -141,22 +147,19 @@ pub fn ipv6(ctx: &XdpContext, ifindex: u32, ethernet: &[u8; ETH_HEADER_LEN]) -> 
     };
     let mut target = [0u8; 16];
     target.copy_from_slice(&nd[8..24]);
-    let key = VipKey::v6(ifindex, target);
-    let Some((vhid, state)) = vip(ifindex, &key) else {
+    let Some((vhid, state)) = vip(ifindex, &target) else {
         return xdp_action::XDP_PASS;
     };
     match nd[0] {
-        ND_SOLICITATION => decide(ifindex, vhid, state),
+        ND_SOLICITATION => decide(state),
         ND_ADVERTISEMENT => {
-            let source = [
-                ethernet[6],
-                ethernet[7],
-                ethernet[8],
-                ethernet[9],
-                ethernet[10],
-                ethernet[11],
-            ];
-            note_claim(ifindex, vhid, state, &key, source, virtual_mac(vhid))
+            // Read here rather than kept from the start: every other frame
+            // would pay for keeping it.
+            let Some(source) = read::<[u8; 6]>(ctx, 6) else {
+                return xdp_action::XDP_PASS;
+            };
+            let key = vip_key_v6(ifindex, &target);
+            note_claim(vhid, state, &key, source, virtual_mac(vhid))
         }
         _ => xdp_action::XDP_PASS,
     }
@@ -175,32 +178,39 @@ pub fn arp(ctx: &XdpContext, ifindex: u32) -> u32 {
     let sender_mac = [arp[8], arp[9], arp[10], arp[11], arp[12], arp[13]];
     let sender_ip = [arp[14], arp[15], arp[16], arp[17]];
     let target_ip = [arp[24], arp[25], arp[26], arp[27]];
-    let sender = VipKey::v4(ifindex, sender_ip);
-    let target = VipKey::v4(ifindex, target_ip);
     let request = u16::from_be_bytes([arp[6], arp[7]]) == ARP_REQUEST;
     // A request for a VIP from someone else: only the owner may answer.
-    if request && sender.address != target.address {
-        // SAFETY: a plain-data value copied out at once.
-        if let Some(owner) = CARP_VIPS.get_ptr(&target).map(|o| unsafe { *o }) {
-            if owner.balanced != 0 {
-                return answer_balanced(ctx, ifindex, owner.vhid, sender_ip, target_ip);
-            }
-            if let Some(state) = vhid_state(ifindex, owner.vhid) {
-                return decide(ifindex, owner.vhid, state);
-            }
+    // (Addresses compared as words: an array compare is a call to bcmp.)
+    if request
+        && u32::from_ne_bytes(sender_ip) != u32::from_ne_bytes(target_ip)
+        && let Some(owner) = vip_owner_v4(ifindex, target_ip)
+        && let Some(carpdev) = carpdev(ifindex)
+    {
+        if owner.balanced != 0 {
+            return answer_balanced(ctx, &carpdev, owner.vhid, sender_ip, target_ip);
+        }
+        if let Some(state) = vhid_state(&carpdev, owner.vhid) {
+            return decide(state);
         }
     }
     // A reply, or a gratuitous ARP (sender = target), with a VIP as sender.
-    // SAFETY: a plain-data value copied out at once.
-    if let Some(owner) = CARP_VIPS.get_ptr(&sender).map(|o| unsafe { *o })
-        && let Some(state) = vhid_state(ifindex, owner.vhid)
+    if let Some(owner) = vip_owner_v4(ifindex, sender_ip)
+        && let Some(carpdev) = carpdev(ifindex)
+        && let Some(state) = vhid_state(&carpdev, owner.vhid)
     {
         let expected = if owner.balanced != 0 {
-            group(ifindex, owner.vhid).map_or(virtual_mac(owner.vhid), |g| g.shared_mac)
+            group(state).map_or(virtual_mac(owner.vhid), |g| g.shared_mac)
         } else {
             virtual_mac(owner.vhid)
         };
-        return note_claim(ifindex, owner.vhid, state, &sender, sender_mac, expected);
+        let [a, b, c, d] = sender_ip;
+        let key = vip_key(
+            ifindex,
+            FAMILY_INET,
+            u64::from_ne_bytes([a, b, c, d, 0, 0, 0, 0]),
+            0,
+        );
+        return note_claim(owner.vhid, state, &key, sender_mac, expected);
     }
     xdp_action::XDP_PASS
 }
@@ -210,74 +220,75 @@ pub fn arp(ctx: &XdpContext, ifindex: u32) -> u32 {
 #[inline(always)]
 fn answer_balanced(
     ctx: &XdpContext,
-    ifindex: u32,
+    carpdev: &Carpdev,
     leader: u8,
     requester: [u8; 4],
     vip: [u8; 4],
 ) -> u32 {
-    let Some(group) = group(ifindex, leader) else {
-        return drop_counted(ifindex, leader, Verdict::NotOwned);
+    let leader_row = row(Some(*carpdev), leader);
+    let Some(group) = vhid_state(carpdev, leader).and_then(group) else {
+        return drop_counted(leader_row, Verdict::NotOwned);
     };
     let Some(node) = balance_node(&group, requester, vip) else {
-        return drop_counted(ifindex, leader, Verdict::NotOwned);
+        return drop_counted(leader_row, Verdict::NotOwned);
     };
-    let Some(state) = vhid_state(ifindex, node) else {
-        return drop_counted(ifindex, leader, Verdict::NotOwned);
+    let Some(state) = vhid_state(carpdev, node) else {
+        return drop_counted(leader_row, Verdict::NotOwned);
     };
-    if let Err(verdict) = owned(state, heartbeat(), now()) {
-        return drop_counted(ifindex, node, verdict);
+    if let Err(verdict) = owned(state, heartbeat, now) {
+        return drop_counted(state.counters, verdict);
     }
     let Some(request) = read::<[u8; ARP_FRAME_LEN]>(ctx, 0) else {
-        return drop_counted(ifindex, node, Verdict::NotOwned);
+        return drop_counted(state.counters, Verdict::NotOwned);
     };
     if !write(
         ctx,
         0,
         arp_reply(&request, group.carpdev_mac, group.shared_mac),
     ) {
-        return drop_counted(ifindex, node, Verdict::NotOwned);
+        return drop_counted(state.counters, Verdict::NotOwned);
     }
-    counted(ifindex, node, Verdict::Answered, xdp_action::XDP_TX)
+    counted(state.counters, Verdict::Answered, xdp_action::XDP_TX)
 }
 
-/// A balanced group by its leader.
+/// The balanced group a vhid leads, if it leads one.
 #[inline(always)]
-fn group(ifindex: u32, leader: u8) -> Option<BalanceGroup> {
-    // SAFETY: a plain-data value copied out at once.
+fn group(leader: VhidState) -> Option<BalanceGroup> {
     CARP_BALANCED
-        .get_ptr(&VhidKey::new(ifindex, leader))
-        .map(|group| unsafe { *group })
+        .get(u32::from(leader.led_group()?))
+        .copied()
+        .filter(|group| group.count != 0)
 }
 
 /// Pass and count while we own the node the addresses hash to.
 #[inline(always)]
 fn decide_balanced(
-    ifindex: u32,
+    carpdev: &Carpdev,
     group: &BalanceGroup,
     source: [u8; 4],
     destination: [u8; 4],
 ) -> u32 {
     let node = balance_node(group, source, destination).unwrap_or(group.nodes[0]);
-    match vhid_state(ifindex, node) {
-        Some(state) => decide(ifindex, node, state),
-        None => drop_counted(ifindex, node, Verdict::NotOwned),
+    match vhid_state(carpdev, node) {
+        Some(state) => decide(state),
+        // A node the agent did not configure (never): counted on the carpdev.
+        None => drop_counted(row(Some(*carpdev), node), Verdict::NotOwned),
     }
 }
 
-/// The vhid a VIP belongs to and this node's role for it.
+/// The vhid an IPv6 VIP belongs to and this node's role for it.
 #[inline(always)]
-fn vip(ifindex: u32, key: &VipKey) -> Option<(u8, VhidState)> {
-    // SAFETY: a plain-data value copied out at once.
-    let owner = unsafe { *CARP_VIPS.get_ptr(key)? };
-    Some((owner.vhid, vhid_state(ifindex, owner.vhid)?))
+fn vip(ifindex: u32, address: &[u8; 16]) -> Option<(u8, VhidState)> {
+    let owner = vip_owner_v6(ifindex, address)?;
+    Some((owner.vhid, vhid_state(&carpdev(ifindex)?, owner.vhid)?))
 }
 
 /// Pass and count while we own the vhid; drop and count why not otherwise.
 #[inline(always)]
-fn decide(ifindex: u32, vhid: u8, state: VhidState) -> u32 {
-    match owned(state, heartbeat(), now()) {
-        Ok(()) => counted(ifindex, vhid, Verdict::Owned, xdp_action::XDP_PASS),
-        Err(verdict) => drop_counted(ifindex, vhid, verdict),
+fn decide(state: VhidState) -> u32 {
+    match owned(state, heartbeat, now) {
+        Ok(()) => counted(state.counters, Verdict::Owned, xdp_action::XDP_PASS),
+        Err(verdict) => drop_counted(state.counters, verdict),
     }
 }
 
@@ -286,14 +297,7 @@ fn decide(ifindex: u32, vhid: u8, state: VhidState) -> u32 {
 /// must hear of at once. The frame itself passes: the kernel keeps its
 /// neighbour cache.
 #[inline(always)]
-fn note_claim(
-    ifindex: u32,
-    vhid: u8,
-    state: VhidState,
-    key: &VipKey,
-    mac: [u8; 6],
-    expected: [u8; 6],
-) -> u32 {
+fn note_claim(vhid: u8, state: VhidState, key: &VipKey, mac: [u8; 6], expected: [u8; 6]) -> u32 {
     let seen_ns = now();
     // Fails only when the map is full; the status then lacks this VIP.
     let _ = CARP_CLAIMED.insert(
@@ -305,7 +309,7 @@ fn note_claim(
         },
         0,
     );
-    if mac == expected || owned(state, heartbeat(), seen_ns).is_err() {
+    if mac == expected || owned(state, heartbeat, || seen_ns).is_err() {
         return xdp_action::XDP_PASS;
     }
     if let Some(mut entry) = CARP_CLAIMS.reserve::<ClaimEvent>(0) {
@@ -317,9 +321,9 @@ fn note_claim(
             pad: 0,
         });
         entry.submit(0);
-        counted(ifindex, vhid, Verdict::Claim, xdp_action::XDP_PASS)
+        counted(state.counters, Verdict::Claim, xdp_action::XDP_PASS)
     } else {
-        counted(ifindex, vhid, Verdict::RingFull, xdp_action::XDP_PASS)
+        counted(state.counters, Verdict::RingFull, xdp_action::XDP_PASS)
     }
 }
 

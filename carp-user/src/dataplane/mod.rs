@@ -3,8 +3,9 @@
 //! receive the advertisements it accepted (`adverts`).
 //!
 //! Map owners (see carp-ebpf/src/program/mod.rs): the agent writes
-//! `CARP_VHIDS`, `CARP_VIPS` and `CARP_AGENT`; the program the counters, the
-//! claims and the rings.
+//! `CARP_CARPDEVS`, `CARP_COLLIDED`, `CARP_VHIDS`, `CARP_VIPS`,
+//! `CARP_VIP_FILTER`, `CARP_BALANCED` and `CARP_AGENT` (`maps`, where
+//! `layout` says); the program the counters, the claims and the rings.
 //!
 //! With a pin directory (`pins`), links and maps outlive the agent: a dead
 //! carpd's program keeps running and fails closed once its heartbeat is
@@ -13,35 +14,36 @@
 
 mod adverts;
 mod claims;
+mod layout;
+mod maps;
 pub mod pins;
 mod ring;
 
-use aya::maps::{HashMap, MapData, PerCpuHashMap, RingBuf};
+use aya::maps::RingBuf;
 use aya::programs::links::{FdLink, PinnedLink};
 use aya::programs::xdp::XdpLink;
 use aya::programs::{TestRun, TestRunOptions, Xdp, XdpMode};
 use aya::{Ebpf, EbpfLoader, include_bytes_aligned};
 use std::net::IpAddr;
-use std::time::Duration;
 
-use aya::maps::Array;
-use carp_common::{AgentHeartbeat, CounterKey, Verdict, VhidKey, VhidState, VipKey, VipOwner};
+use carp_common::{Verdict, VipKey};
 
-use crate::clock::Mono;
 use tracing::{info, warn};
 
 pub use adverts::{AdvertReceiver, ReceivedAdvert};
 pub use claims::{ClaimReceiver, VipConflict};
+pub use layout::LayoutError;
 pub use pins::{PinDir, PinnedState, Previous};
 
 /// The program object built by build.rs (empty when bpf-linker was missing).
 static PROGRAM_OBJECT: &[u8] = include_bytes_aligned!(concat!(env!("OUT_DIR"), "/carp"));
 
 const PROGRAM: &str = "carp";
-/// An XDP_PASS-only program in the same object, for benchmarks.
-const BASELINE: &str = "bare_pass";
+const CARPDEVS_MAP: &str = "CARP_CARPDEVS";
+const COLLIDED_MAP: &str = "CARP_COLLIDED";
 const VHIDS_MAP: &str = "CARP_VHIDS";
 const VIPS_MAP: &str = "CARP_VIPS";
+const VIP_FILTER_MAP: &str = "CARP_VIP_FILTER";
 const AGENT_MAP: &str = "CARP_AGENT";
 const COUNTERS_MAP: &str = "CARP_COUNTERS";
 const ADVERTS_MAP: &str = "CARP_ADVERTS";
@@ -49,10 +51,13 @@ const CLAIMS_MAP: &str = "CARP_CLAIMS";
 const CLAIMED_MAP: &str = "CARP_CLAIMED";
 const BALANCED_MAP: &str = "CARP_BALANCED";
 /// Every map carpd pins (all of the object's, but its data sections).
-const PINNED_MAPS: [&str; 8] = [
+const PINNED_MAPS: [&str; 11] = [
+    CARPDEVS_MAP,
+    COLLIDED_MAP,
     VHIDS_MAP,
     BALANCED_MAP,
     VIPS_MAP,
+    VIP_FILTER_MAP,
     AGENT_MAP,
     COUNTERS_MAP,
     ADVERTS_MAP,
@@ -89,6 +94,8 @@ pub enum DataplaneError {
     },
     #[error("{0}")]
     Pins(#[from] pins::PinError),
+    #[error("{0}")]
+    Layout(#[from] LayoutError),
     #[error("{what}: {source}")]
     Link {
         what: String,
@@ -122,6 +129,8 @@ pub struct Dataplane {
     /// carpdevs the program is attached to.
     attached: Vec<u32>,
     pins: Option<PinDir>,
+    /// Where each carpdev and vhid is in the maps.
+    layout: layout::Layout,
 }
 
 impl Dataplane {
@@ -143,7 +152,11 @@ impl Dataplane {
             ebpf: loader.load(PROGRAM_OBJECT)?,
             attached: Vec::new(),
             pins: pins.cloned(),
+            layout: layout::Layout::default(),
         };
+        // Pinned maps an earlier carpd filled: carry on where it put things.
+        dataplane.layout = dataplane.read_layout()?;
+        dataplane.refilter()?;
         dataplane
             .program_mut()?
             .load()
@@ -212,6 +225,7 @@ impl Dataplane {
         if self.attached.contains(&ifindex) {
             return Ok(());
         }
+        self.register_carpdev(ifindex)?;
         let pin_path = self.pins.as_ref().map(|dir| dir.link(carpdev));
         if let Some(path) = pin_path.as_deref().filter(|p| p.exists()) {
             match self.replace_pinned(path) {
@@ -319,133 +333,6 @@ impl Dataplane {
         Ok(())
     }
 
-    /// Tells the program that `vhid` is configured on `ifindex`, not owned;
-    /// `leads_group` if it leads a balanced group (`add_balance_group`).
-    pub fn add_vhid(
-        &mut self,
-        ifindex: u32,
-        vhid: u8,
-        leads_group: bool,
-    ) -> Result<(), DataplaneError> {
-        let state = if leads_group {
-            VhidState::leading_group(false)
-        } else {
-            VhidState::new(false)
-        };
-        self.vhids()?
-            .insert(VhidKey::new(ifindex, vhid), state, 0)
-            .map_err(|source| vhid_error(ifindex, vhid, source))
-    }
-
-    fn vhids(&mut self) -> Result<HashMap<&mut MapData, VhidKey, VhidState>, DataplaneError> {
-        HashMap::try_from(
-            self.ebpf
-                .map_mut(VHIDS_MAP)
-                .ok_or(DataplaneError::Missing("vhid map"))?,
-        )
-        .map_err(|source| DataplaneError::Map {
-            what: VHIDS_MAP.into(),
-            source,
-        })
-    }
-
-    /// This node's role for a vhid: one map update, so the datapath sees
-    /// every VIP and the virtual MAC change hands at the same instant.
-    pub fn set_role(&mut self, ifindex: u32, vhid: u8, master: bool) -> Result<(), DataplaneError> {
-        let key = VhidKey::new(ifindex, vhid);
-        let mut vhids = self.vhids()?;
-        // Only the agent writes this map: reading back the group flag
-        // cannot race with another writer.
-        let leads_group = vhids.get(&key, 0).is_ok_and(|s| s.leads_group != 0);
-        let state = if leads_group {
-            VhidState::leading_group(master)
-        } else {
-            VhidState::new(master)
-        };
-        vhids
-            .insert(key, state, 0)
-            .map_err(|source| vhid_error(ifindex, vhid, source))
-    }
-
-    /// Tells the program about a balanced group (carpnodes) led by
-    /// `nodes[0]`. Its vhids and VIPs are added with `add_vhid` and
-    /// `add_vip` as usual.
-    pub fn add_balance_group(
-        &mut self,
-        ifindex: u32,
-        group: &carp_common::BalanceGroup,
-    ) -> Result<(), DataplaneError> {
-        let leader = group.nodes[0];
-        let map_error = |source| DataplaneError::Map {
-            what: format!("{BALANCED_MAP}: group of vhid {leader} on ifindex {ifindex}"),
-            source,
-        };
-        let mut groups: HashMap<&mut MapData, VhidKey, carp_common::BalanceGroup> =
-            HashMap::try_from(
-                self.ebpf
-                    .map_mut(BALANCED_MAP)
-                    .ok_or(DataplaneError::Missing("balanced group map"))?,
-            )
-            .map_err(map_error)?;
-        groups
-            .insert(VhidKey::new(ifindex, leader), *group, 0)
-            .map_err(map_error)
-    }
-
-    /// Tells the program that `address` on `ifindex` belongs to `vhid`, or,
-    /// `balanced`, to the group it leads.
-    pub fn add_vip(
-        &mut self,
-        ifindex: u32,
-        vhid: u8,
-        address: IpAddr,
-        balanced: bool,
-    ) -> Result<(), DataplaneError> {
-        let map_error = |source| DataplaneError::Map {
-            what: format!("{VIPS_MAP}: {address} of vhid {vhid}"),
-            source,
-        };
-        let mut vips: HashMap<&mut MapData, VipKey, VipOwner> = HashMap::try_from(
-            self.ebpf
-                .map_mut(VIPS_MAP)
-                .ok_or(DataplaneError::Missing("VIP map"))?,
-        )
-        .map_err(map_error)?;
-        let owner = VipOwner {
-            vhid,
-            balanced: u8::from(balanced),
-            pad: [0; 2],
-        };
-        vips.insert(vip_key(ifindex, address), owner, 0)
-            .map_err(map_error)
-    }
-
-    /// The agent is alive at `now`; the program treats nothing as owned
-    /// once a beat is older than `bound`.
-    pub fn beat(&mut self, now: Mono, bound: Duration) -> Result<(), DataplaneError> {
-        let map_error = |source| DataplaneError::Map {
-            what: AGENT_MAP.into(),
-            source,
-        };
-        let mut agent: Array<&mut MapData, AgentHeartbeat> = Array::try_from(
-            self.ebpf
-                .map_mut(AGENT_MAP)
-                .ok_or(DataplaneError::Missing("heartbeat map"))?,
-        )
-        .map_err(map_error)?;
-        let nanos = |d: Duration| u64::try_from(d.as_nanos()).unwrap_or(u64::MAX);
-        agent
-            .set(
-                0,
-                AgentHeartbeat {
-                    beat_ns: nanos(now),
-                    bound_ns: nanos(bound),
-                },
-                0,
-            )
-            .map_err(map_error)
-    }
-
     /// Runs the loaded program over `frame` `repeat` times in the kernel
     /// (`BPF_PROG_TEST_RUN`), as if it arrived on the loopback interface of
     /// the calling thread's network namespace. For tests and benchmarks.
@@ -453,61 +340,51 @@ impl Dataplane {
         run(self.program()?, frame, repeat)
     }
 
-    /// Runs the object's XDP_PASS-only program over `frame` the same way:
-    /// the baseline for benchmarks, loaded on first use.
-    pub fn run_baseline(&mut self, frame: &[u8], repeat: u32) -> Result<FrameRun, DataplaneError> {
+    /// Runs one of the object's reference programs over `frame` the same
+    /// way, for benchmarks; loaded on first use.
+    pub fn run_baseline(
+        &mut self,
+        baseline: Baseline,
+        frame: &[u8],
+        repeat: u32,
+    ) -> Result<FrameRun, DataplaneError> {
+        let name = baseline.program();
         let program: &mut Xdp = self
             .ebpf
-            .program_mut(BASELINE)
-            .ok_or(DataplaneError::Missing("XDP program `bare_pass`"))?
+            .program_mut(name)
+            .ok_or(DataplaneError::Missing(name))?
             .try_into()
             .map_err(|source| DataplaneError::Program {
-                what: "the `bare_pass` program".into(),
+                what: format!("the `{name}` program"),
                 source,
             })?;
         if program.fd().is_err() {
             program.load().map_err(|source| DataplaneError::Program {
-                what: "verifying the `bare_pass` program".into(),
+                what: format!("verifying the `{name}` program"),
                 source,
             })?;
         }
         run(program, frame, repeat)
     }
-
-    /// Every counter row, summed over CPUs. Rows with an unknown verdict byte
-    /// (a newer program?) are skipped.
-    pub fn counters(&self) -> Result<Vec<XdpCounter>, DataplaneError> {
-        let map_error = |source| DataplaneError::Map {
-            what: COUNTERS_MAP.into(),
-            source,
-        };
-        let counters: PerCpuHashMap<&MapData, CounterKey, u64> = PerCpuHashMap::try_from(
-            self.ebpf
-                .map(COUNTERS_MAP)
-                .ok_or(DataplaneError::Missing("counter map"))?,
-        )
-        .map_err(map_error)?;
-        let mut rows = Vec::new();
-        for entry in &counters {
-            let (key, per_cpu) = entry.map_err(map_error)?;
-            let Some(verdict) = Verdict::from_u8(key.reason) else {
-                continue;
-            };
-            rows.push(XdpCounter {
-                ifindex: key.ifindex,
-                vhid: key.vhid,
-                verdict,
-                packets: per_cpu.iter().sum(),
-            });
-        }
-        Ok(rows)
-    }
 }
 
-fn vhid_error(ifindex: u32, vhid: u8, source: aya::maps::MapError) -> DataplaneError {
-    DataplaneError::Map {
-        what: format!("{VHIDS_MAP}: vhid {vhid} on ifindex {ifindex}"),
-        source,
+/// The reference programs in the object next to `carp`, which carpd never
+/// loads: what a benchmark measures `carp` against.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Baseline {
+    /// Passes every frame and does nothing else.
+    Bare,
+    /// As `Bare`, after one read of the clock (`bpf_ktime_get_ns`): the
+    /// floor of every path the fail-closed check is on.
+    Clock,
+}
+
+impl Baseline {
+    const fn program(self) -> &'static str {
+        match self {
+            Self::Bare => "bare_pass",
+            Self::Clock => "clock_pass",
+        }
     }
 }
 

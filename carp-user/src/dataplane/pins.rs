@@ -13,9 +13,11 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use aya::maps::{Array, HashMap, MapData, MapInfo};
-use carp_common::{AgentHeartbeat, VhidKey, VhidState, VipKey, VipOwner};
+use carp_common::{AgentHeartbeat, Carpdev, VhidKey, VhidState, VipKey, VipOwner};
 
-use super::{AGENT_MAP, PINNED_MAPS, PROGRAM_OBJECT, VHIDS_MAP, VIPS_MAP};
+use super::{
+    AGENT_MAP, CARPDEVS_MAP, COLLIDED_MAP, PINNED_MAPS, PROGRAM_OBJECT, VHIDS_MAP, VIPS_MAP, layout,
+};
 use crate::clock::Mono;
 
 /// `BPF_FS_MAGIC` from linux/magic.h.
@@ -219,15 +221,21 @@ impl PinDir {
         map.get(&0, 0).map_err(error)
     }
 
+    /// The roles, where the pinned `CARP_CARPDEVS`, `CARP_COLLIDED` and
+    /// `CARP_VHIDS` say they are.
     fn read_roles(&self) -> Result<BTreeMap<VhidKey, bool>, PinError> {
-        let error = self.map_error(VHIDS_MAP);
-        let map: HashMap<MapData, VhidKey, VhidState> =
-            HashMap::try_from(aya::maps::Map::HashMap(self.open_map(VHIDS_MAP)?))
-                .map_err(&error)?;
-        map.iter()
-            .map(|entry| entry.map(|(key, state)| (key, state.is_master())))
-            .collect::<Result<_, _>>()
-            .map_err(error)
+        let carpdevs: Array<MapData, Carpdev> =
+            Array::try_from(aya::maps::Map::Array(self.open_map(CARPDEVS_MAP)?))
+                .map_err(self.map_error(CARPDEVS_MAP))?;
+        let collided: HashMap<MapData, u32, Carpdev> =
+            HashMap::try_from(aya::maps::Map::HashMap(self.open_map(COLLIDED_MAP)?))
+                .map_err(self.map_error(COLLIDED_MAP))?;
+        let vhids: Array<MapData, VhidState> =
+            Array::try_from(aya::maps::Map::Array(self.open_map(VHIDS_MAP)?))
+                .map_err(self.map_error(VHIDS_MAP))?;
+        let layout =
+            layout::read(&carpdevs, &collided, &vhids).map_err(self.map_error(VHIDS_MAP))?;
+        Ok(layout.roles())
     }
 
     fn read_vips(&self) -> Result<BTreeMap<VipKey, u8>, PinError> {

@@ -75,6 +75,12 @@ pub struct Harness {
 
 impl Harness {
     pub fn new() -> Self {
+        Self::after(|_| {})
+    }
+
+    /// A harness whose dataplane `before` sets up first, before `VHID`
+    /// is added on the loopback device.
+    pub fn after(before: impl FnOnce(&mut Dataplane)) -> Self {
         let mut dataplane = Dataplane::load(None).unwrap_or_else(|error| {
             panic!(
                 "loading the XDP program failed: {error}\n(these tests need root and BPF: run them with `cargo xtask test`)"
@@ -95,6 +101,7 @@ impl Harness {
                     .expect("the claim ring buffer opens"),
             )
         };
+        before(&mut dataplane);
         dataplane
             .add_vhid(LOOPBACK, VHID, false)
             .expect("the vhid map takes a vhid");

@@ -18,6 +18,7 @@ mod status;
 mod transport;
 
 use std::net::IpAddr;
+use std::num::NonZeroU64;
 use std::time::Duration;
 
 use ipnet::IpNet;
@@ -151,6 +152,7 @@ pub fn start(
         peer_ready: false,
         answered: None,
         peer_state_seq: 0,
+        sender: NonZeroU64::MIN,
         answer: None,
         receiving: None,
         status: SyncStatus {
@@ -187,10 +189,13 @@ struct Service {
     peer_heard_at: Option<Mono>,
     /// The peer has shown it heard us (it takes our requests).
     peer_ready: bool,
-    /// The request id of the last bulk we answered.
-    answered: Option<u32>,
+    /// The last bulk request we answered: the requester's session and the
+    /// request id (ids start over with every carpd start).
+    answered: Option<(NonZeroU64, u32)>,
     /// The highest state-channel seq received from the peer.
     peer_state_seq: u64,
+    /// The session of the message being handled.
+    sender: NonZeroU64,
     /// Our answer to the peer's bulk request, while in flight.
     answer: Option<answer::Answer>,
     /// The bulk we are receiving: its request id and the `BulkRecords`
@@ -227,8 +232,10 @@ impl Service {
                 .as_ref()
                 .is_some_and(|answer| answer.ready(clock::now()));
             let mut strangers = 0;
+            // Not biased: on a busy gateway local events never stop, and
+            // during a bulk neither do datagrams; each must get its turn
+            // (our own installs' events would otherwise overrun their socket).
             tokio::select! {
-                biased;
                 request = requests.recv() => {
                     let Some(request) = request else { return };
                     self.on_request(request, &mut buffer).await;
@@ -348,6 +355,7 @@ impl Service {
             self.bulk_event(now, BulkEvent::LostSync).await;
         }
         let late = matches!(accepted, Accepted::Late);
+        self.sender = envelope.sender_session;
         if envelope.message.kind().channel() == Channel::State && !late {
             self.peer_state_seq = envelope.seq.get();
         }
@@ -370,8 +378,10 @@ impl Service {
             Message::Update(changes) => self.apply_changes(changes).await,
             Message::BulkRequest { request_id } => {
                 self.bulk_event(now, BulkEvent::PeerBulkRequest).await;
-                if self.answered != Some(request_id) {
-                    self.answered = Some(request_id);
+                // A request resent (`PeerReady`) while answering is a duplicate.
+                let request = (self.sender, request_id);
+                if self.answered != Some(request) {
+                    self.answered = Some(request);
                     self.answer_bulk(request_id).await;
                 }
             }
