@@ -298,6 +298,15 @@ pub struct BalanceGroup {
     pub pad: [u8; 2],
 }
 
+/// Ethertype of the agent's heartbeat frames (IEEE 802 local experimental
+/// 1). The agent runs the XDP program over one at every beat through
+/// `BPF_PROG_TEST_RUN`, which presents it on the loopback device, where the
+/// program is never attached: after the Ethernet header, `beat_ns` then
+/// `bound_ns` (`AgentHeartbeat`), native byte order.
+pub const ETH_P_CARP_BEAT: u16 = 0x88b5;
+/// A heartbeat frame: Ethernet header and two u64.
+pub const BEAT_FRAME_LEN: usize = 14 + 16;
+
 /// The single entry of the `CARP_AGENT` array: the agent's heartbeat.
 /// Written by the agent, read by the XDP program, which treats every VIP as
 /// not owned once the heartbeat is older than `bound_ns` (fail closed).

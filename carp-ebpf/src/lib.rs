@@ -14,8 +14,8 @@
 #![no_std]
 
 use carp_common::{
-    AgentHeartbeat, BalanceGroup, CARP_HEADER_LEN, CARP_TTL, CARP_TYPE_ADVERTISEMENT, CARP_VERSION,
-    MAX_NODES, ROLE_MASTER, Verdict, VhidState,
+    BalanceGroup, CARP_HEADER_LEN, CARP_TTL, CARP_TYPE_ADVERTISEMENT, CARP_VERSION, MAX_NODES,
+    ROLE_MASTER, Verdict, VhidState,
 };
 
 /// IPv4 flags and fragment offset field (host order): MF and the offset.
@@ -94,26 +94,29 @@ pub fn ones_complement_sum(header: &[u8; CARP_HEADER_LEN]) -> u16 {
 }
 
 /// Whether a vhid in `state` is ours now: MASTER, and the agent alive
-/// within its bound at `now_ns()` by its last `heartbeat()`. A dead agent
-/// can never leave us answering for addresses the peer now owns (fail
-/// closed).
-///
-/// Each input is read only where it can change the answer: in the XDP
-/// program the heartbeat is a map lookup and the clock a helper call, the
-/// dearest step on the path.
-pub fn owned(
-    state: VhidState,
-    heartbeat: impl FnOnce() -> AgentHeartbeat,
-    now_ns: impl FnOnce() -> u64,
-) -> Result<(), Verdict> {
+/// (`alive()`: the watchdog its heartbeats keep armed has not run out). A
+/// dead agent can never leave us answering for addresses the peer now owns
+/// (fail closed). The watchdog is read only for a MASTER.
+pub fn owned(state: VhidState, alive: impl FnOnce() -> bool) -> Result<(), Verdict> {
     if state.role != ROLE_MASTER {
         return Err(Verdict::NotOwned);
     }
-    let heartbeat = heartbeat();
-    if heartbeat.beat_ns == 0 || now_ns().saturating_sub(heartbeat.beat_ns) > heartbeat.bound_ns {
+    if !alive() {
         return Err(Verdict::AgentStale);
     }
     Ok(())
+}
+
+/// How much longer the agent counts as alive after a heartbeat stamped
+/// `beat_ns` with `bound_ns`, seen at `now_ns`; None if it already does not
+/// (or never beat). The XDP program arms its watchdog timer with this.
+pub fn alive_for(beat_ns: u64, bound_ns: u64, now_ns: u64) -> Option<u64> {
+    if beat_ns == 0 {
+        return None;
+    }
+    let expiry = beat_ns.saturating_add(bound_ns);
+    // At the bound itself the agent still counts as alive.
+    (expiry >= now_ns).then(|| (expiry - now_ns).saturating_add(1))
 }
 
 /// The vhid of a CARP virtual MAC: 00:00:5e:00:01:<vhid> (unicast, the
@@ -282,42 +285,30 @@ mod tests {
 
     #[test]
     fn ownership_needs_master_and_a_live_agent() {
-        let live = || AgentHeartbeat {
-            beat_ns: 1_000,
-            bound_ns: 500,
-        };
         let master = VhidState::configured(0, None).with_role(true);
         let backup = VhidState::configured(0, None);
-        let at = |now: u64| move || now;
-        assert_eq!(owned(master, live, at(1_000)), Ok(()));
-        assert_eq!(owned(master, live, at(1_500)), Ok(()), "at the bound");
-        assert_eq!(owned(master, live, at(1_501)), Err(Verdict::AgentStale));
-        assert_eq!(owned(backup, live, at(1_000)), Err(Verdict::NotOwned));
-        assert_eq!(
-            owned(master, AgentHeartbeat::default, at(1)),
-            Err(Verdict::AgentStale),
-            "no beat yet"
-        );
+        assert_eq!(owned(master, || true), Ok(()));
+        assert_eq!(owned(master, || false), Err(Verdict::AgentStale));
+        assert_eq!(owned(backup, || true), Err(Verdict::NotOwned));
         let odd_role = VhidState { role: 7, ..master };
-        assert_eq!(owned(odd_role, live, at(1_000)), Err(Verdict::NotOwned));
-        assert_eq!(
-            owned(master, live, at(10)),
-            Ok(()),
-            "a beat stamped after the packet (another CPU) is fresh"
-        );
+        assert_eq!(owned(odd_role, || true), Err(Verdict::NotOwned));
+        let unread = || -> bool { panic!("the watchdog was read for a BACKUP") };
+        assert_eq!(owned(backup, unread), Err(Verdict::NotOwned));
     }
 
     #[test]
-    fn the_heartbeat_and_the_clock_are_read_only_where_they_decide() {
-        let unread = || -> AgentHeartbeat { panic!("the heartbeat was read") };
-        let no_clock = || -> u64 { panic!("the clock was read") };
-        let backup = VhidState::configured(0, None);
-        assert_eq!(owned(backup, unread, no_clock), Err(Verdict::NotOwned));
-        let master = backup.with_role(true);
+    fn a_beat_keeps_the_agent_alive_until_its_bound() {
+        assert_eq!(alive_for(1_000, 500, 1_000), Some(501));
+        assert_eq!(alive_for(1_000, 500, 1_500), Some(1), "at the bound");
+        assert_eq!(alive_for(1_000, 500, 1_501), None);
+        assert_eq!(alive_for(0, 500, 1), None, "no beat yet");
         assert_eq!(
-            owned(master, AgentHeartbeat::default, no_clock),
-            Err(Verdict::AgentStale)
+            alive_for(1_000, 500, 10),
+            Some(1_491),
+            "a beat stamped after now (another CPU) is fresh"
         );
+        assert_eq!(alive_for(u64::MAX - 1, u64::MAX, 5), Some(u64::MAX - 4));
+        assert_eq!(alive_for(u64::MAX, 1, 0), Some(u64::MAX), "no overflow");
     }
 
     #[test]

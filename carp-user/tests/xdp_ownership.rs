@@ -223,6 +223,50 @@ fn a_stale_or_missing_heartbeat_fails_closed() {
     );
 }
 
+/// The watchdog's timer, not a clock read, ends ownership: a beat with a
+/// short bound passes traffic at once and stops doing so once the bound
+/// has run out with no beat after it.
+#[test]
+fn the_watchdog_runs_out_when_the_beats_stop() {
+    const BOUND: Duration = Duration::from_millis(100);
+    /// Timers fire late on a busy machine; only a bug takes this long.
+    const EXPIRY_TIMEOUT: Duration = Duration::from_secs(5);
+    let mut harness = Harness::new();
+    harness
+        .dataplane
+        .add_vip(LOOPBACK, VHID, IpAddr::V4(VIP4), false)
+        .expect("VIP");
+    set_master(&mut harness, true);
+    let frame = ipv4_to(virtual_mac(), VIP4);
+    let beat = clock::now();
+    harness.dataplane.beat(beat, BOUND).expect("beat");
+    let first = harness.dataplane.run_on_frame(&frame, 1).expect("run");
+    assert_eq!(first.action, XDP_PASS, "owned within the bound");
+    // Bounded polling: the timer's expiry is the event, and it is inside
+    // the kernel.
+    let stale_at = loop {
+        let run = harness.dataplane.run_on_frame(&frame, 1).expect("run");
+        if run.action == XDP_DROP {
+            break clock::now();
+        }
+        assert!(
+            clock::now() < beat + EXPIRY_TIMEOUT,
+            "still owned {EXPIRY_TIMEOUT:?} after the last beat"
+        );
+        std::thread::sleep(Duration::from_millis(5));
+    };
+    assert!(
+        stale_at >= beat + BOUND,
+        "ownership ended {:?} after the beat, before its bound {BOUND:?}",
+        stale_at.saturating_sub(beat)
+    );
+    assert!(harness.counter(VHID, Verdict::AgentStale) >= 1);
+    // The next beat brings it back.
+    harness.dataplane.beat(clock::now(), LIVE).expect("beat");
+    let again = harness.dataplane.run_on_frame(&frame, 1).expect("run");
+    assert_eq!(again.action, XDP_PASS);
+}
+
 #[test]
 fn a_foreign_mac_claiming_our_vip_reaches_the_agent() {
     let mut harness = harness();

@@ -22,6 +22,7 @@
 
 mod advert;
 mod ownership;
+mod watchdog;
 
 use aya_ebpf::{
     bindings::xdp_action,
@@ -32,9 +33,9 @@ use aya_ebpf::{
 };
 use carp_common::{
     ADVERT_RING_BYTES, AgentHeartbeat, BalanceGroup, CARPDEV_HOMES, CLAIM_RING_BYTES,
-    COUNTER_ENTRIES, Carpdev, FAMILY_INET, FAMILY_INET6, MAX_CARPDEVS, MAX_COUNTER_ROWS,
-    MAX_GROUPS, MAX_VIPS, VHID_ENTRIES, VIP_FILTER_WORDS, Verdict, VhidState, VipClaim, VipKey,
-    VipOwner, carpdev_home, counter_index, vip_filter_bit, vip_filter_bit_v4,
+    COUNTER_ENTRIES, Carpdev, ETH_P_CARP_BEAT, FAMILY_INET, FAMILY_INET6, MAX_CARPDEVS,
+    MAX_COUNTER_ROWS, MAX_GROUPS, MAX_VIPS, VHID_ENTRIES, VIP_FILTER_WORDS, Verdict, VhidState,
+    VipClaim, VipKey, VipOwner, carpdev_home, counter_index, vip_filter_bit, vip_filter_bit_v4,
 };
 
 /// Where each carpdev's vhids are, at the carpdev's home
@@ -68,7 +69,9 @@ static CARP_VIP_FILTER: Array<u64> = Array::with_max_entries(VIP_FILTER_WORDS, 0
 #[map(name = "CARP_BALANCED")]
 static CARP_BALANCED: Array<BalanceGroup> = Array::with_max_entries(MAX_GROUPS, 0);
 
-/// The agent's heartbeat (entry 0). Written by the agent, read here.
+/// The agent's heartbeat (entry 0). Written by the agent, read by the next
+/// carpd to tell a live pinned dataplane from a stale one; the program's
+/// own check is the watchdog it arms (watchdog.rs).
 #[map(name = "CARP_AGENT")]
 static CARP_AGENT: Array<AgentHeartbeat> = Array::with_max_entries(1, 0);
 
@@ -139,6 +142,7 @@ fn try_carp(ctx: &XdpContext) -> u32 {
         ETH_P_IPV4 => advert::ipv4(ctx, ifindex).unwrap_or_else(|| ownership::ipv4(ctx, ifindex)),
         ETH_P_IPV6 => advert::ipv6(ctx, ifindex).unwrap_or_else(|| ownership::ipv6(ctx, ifindex)),
         ETH_P_ARP => ownership::arp(ctx, ifindex),
+        ETH_P_CARP_BEAT if ifindex == watchdog::LOOPBACK => watchdog::beat(ctx),
         _ => xdp_action::XDP_PASS,
     }
 }

@@ -17,9 +17,9 @@ use carp_common::{
 use carp_ebpf::{ARP_FRAME_LEN, arp_reply, balance_node, owned, virtual_mac, virtual_mac_vhid};
 
 use super::{
-    CARP_AGENT, CARP_BALANCED, CARP_CLAIMED, CARP_CLAIMS, ETH_HEADER_LEN, ETH_P_ARP, ETH_P_IPV4,
-    carpdev, counted, drop_counted, read, row, vhid_state, vip_key, vip_key_v6, vip_owner_v4,
-    vip_owner_v6, write,
+    CARP_BALANCED, CARP_CLAIMED, CARP_CLAIMS, ETH_HEADER_LEN, ETH_P_ARP, ETH_P_IPV4, carpdev,
+    counted, drop_counted, read, row, vhid_state, vip_key, vip_key_v6, vip_owner_v4, vip_owner_v6,
+    write,
 };
 
 const IPV4_HEADER_LEN: usize = 20;
@@ -235,7 +235,7 @@ fn answer_balanced(
     let Some(state) = vhid_state(carpdev, node) else {
         return drop_counted(leader_row, Verdict::NotOwned);
     };
-    if let Err(verdict) = owned(state, heartbeat, now) {
+    if let Err(verdict) = owned(state, super::watchdog::alive) {
         return drop_counted(state.counters, verdict);
     }
     let Some(request) = read::<[u8; ARP_FRAME_LEN]>(ctx, 0) else {
@@ -286,7 +286,7 @@ fn vip(ifindex: u32, address: &[u8; 16]) -> Option<(u8, VhidState)> {
 /// Pass and count while we own the vhid; drop and count why not otherwise.
 #[inline(always)]
 fn decide(state: VhidState) -> u32 {
-    match owned(state, heartbeat, now) {
+    match owned(state, super::watchdog::alive) {
         Ok(()) => counted(state.counters, Verdict::Owned, xdp_action::XDP_PASS),
         Err(verdict) => drop_counted(state.counters, verdict),
     }
@@ -309,7 +309,7 @@ fn note_claim(vhid: u8, state: VhidState, key: &VipKey, mac: [u8; 6], expected: 
         },
         0,
     );
-    if mac == expected || owned(state, heartbeat, || seen_ns).is_err() {
+    if mac == expected || owned(state, super::watchdog::alive).is_err() {
         return xdp_action::XDP_PASS;
     }
     if let Some(mut entry) = CARP_CLAIMS.reserve::<ClaimEvent>(0) {
@@ -325,11 +325,6 @@ fn note_claim(vhid: u8, state: VhidState, key: &VipKey, mac: [u8; 6], expected: 
     } else {
         counted(state.counters, Verdict::RingFull, xdp_action::XDP_PASS)
     }
-}
-
-#[inline(always)]
-fn heartbeat() -> carp_common::AgentHeartbeat {
-    CARP_AGENT.get(0).copied().unwrap_or_default()
 }
 
 #[inline(always)]

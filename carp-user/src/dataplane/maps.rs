@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use aya::maps::{Array, HashMap, MapData, PerCpuArray};
 use carp_common::{
-    AgentHeartbeat, BalanceGroup, Carpdev, Verdict, VhidState, VipKey, VipOwner, counter_index,
+    AgentHeartbeat, BEAT_FRAME_LEN, BalanceGroup, ETH_P_CARP_BEAT, Carpdev, Verdict, VhidState, VipKey, VipOwner, counter_index,
     vip_filter_bit,
 };
 
@@ -17,6 +17,9 @@ use super::{
     VHIDS_MAP, VIP_FILTER_MAP, VIPS_MAP, XdpCounter, vip_key,
 };
 use crate::clock::Mono;
+
+/// The program's answer to a heartbeat it took.
+const XDP_DROP: u32 = 1;
 
 fn map_error(what: impl Into<String>) -> impl Fn(aya::maps::MapError) -> DataplaneError {
     let what = what.into();
@@ -183,22 +186,30 @@ impl Dataplane {
     }
 
     /// The agent is alive at `now`; the program treats nothing as owned
-    /// once a beat is older than `bound`.
+    /// once a beat is older than `bound`. The beat is recorded (for the
+    /// next carpd to judge the pins by) and handed to the program, which
+    /// re-arms its watchdog timer with it.
     pub fn beat(&mut self, now: Mono, bound: Duration) -> Result<(), DataplaneError> {
         let error = map_error(AGENT_MAP);
         let mut agent: Array<&mut MapData, AgentHeartbeat> =
             Array::try_from(self.map_mut(AGENT_MAP)?).map_err(&error)?;
         let nanos = |d: Duration| u64::try_from(d.as_nanos()).unwrap_or(u64::MAX);
-        agent
-            .set(
-                0,
-                AgentHeartbeat {
-                    beat_ns: nanos(now),
-                    bound_ns: nanos(bound),
-                },
-                0,
-            )
-            .map_err(error)
+        let heartbeat = AgentHeartbeat {
+            beat_ns: nanos(now),
+            bound_ns: nanos(bound),
+        };
+        agent.set(0, heartbeat, 0).map_err(error)?;
+        let mut frame = [0u8; BEAT_FRAME_LEN];
+        frame[12..14].copy_from_slice(&ETH_P_CARP_BEAT.to_be_bytes());
+        frame[14..22].copy_from_slice(&heartbeat.beat_ns.to_ne_bytes());
+        frame[22..30].copy_from_slice(&heartbeat.bound_ns.to_ne_bytes());
+        let run = self.run_on_frame(&frame, 1)?;
+        // XDP_DROP: armed (or, for a beat already past its bound, cleared).
+        if run.action == XDP_DROP {
+            Ok(())
+        } else {
+            Err(DataplaneError::Watchdog(run.action))
+        }
     }
 
     /// Every counter that has counted a packet, summed over CPUs.

@@ -45,13 +45,14 @@ const VHIDS_MAP: &str = "CARP_VHIDS";
 const VIPS_MAP: &str = "CARP_VIPS";
 const VIP_FILTER_MAP: &str = "CARP_VIP_FILTER";
 const AGENT_MAP: &str = "CARP_AGENT";
+const WATCHDOG_MAP: &str = "CARP_WATCHDOG";
 const COUNTERS_MAP: &str = "CARP_COUNTERS";
 const ADVERTS_MAP: &str = "CARP_ADVERTS";
 const CLAIMS_MAP: &str = "CARP_CLAIMS";
 const CLAIMED_MAP: &str = "CARP_CLAIMED";
 const BALANCED_MAP: &str = "CARP_BALANCED";
 /// Every map carpd pins (all of the object's, but its data sections).
-const PINNED_MAPS: [&str; 11] = [
+const PINNED_MAPS: [&str; 12] = [
     CARPDEVS_MAP,
     COLLIDED_MAP,
     VHIDS_MAP,
@@ -59,6 +60,7 @@ const PINNED_MAPS: [&str; 11] = [
     VIPS_MAP,
     VIP_FILTER_MAP,
     AGENT_MAP,
+    WATCHDOG_MAP,
     COUNTERS_MAP,
     ADVERTS_MAP,
     CLAIMED_MAP,
@@ -67,6 +69,8 @@ const PINNED_MAPS: [&str; 11] = [
 
 #[derive(Debug, thiserror::Error)]
 pub enum DataplaneError {
+    #[error("the XDP program did not take the heartbeat (action {0}): is the running kernel too old for BPF timers (5.15)?")]
+    Watchdog(u32),
     #[error(
         "this carpd was built without its XDP program (bpf-linker was missing): build it with `cargo xtask build`"
     )]
