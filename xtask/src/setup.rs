@@ -15,7 +15,7 @@ use anyhow::{Context as _, Result, bail};
 use crate::tools::{cargo, command, is_root, run as run_command, stdout, succeeds};
 
 /// Debian packages the tests, the lab and the benchmark use.
-pub const PACKAGES: [&str; 6] = [
+pub const PACKAGES: [&str; 7] = [
     "iproute2",
     "tcpdump",
     "ucarp",
@@ -23,6 +23,8 @@ pub const PACKAGES: [&str; 6] = [
     "iputils-ping",
     // `cargo xtask bench failover` measures carpd against it.
     "keepalived",
+    // `cargo xtask bench sync` measures carpd's state sync against it.
+    "conntrackd",
 ];
 
 pub fn run() -> Result<()> {
