@@ -1,19 +1,30 @@
-//! The two state-sync daemons under test, configured alike: unicast UDP on
-//! a dedicated sync link, socket buffers of the same size, everything
-//! replicated but the sync link's own traffic, and received state written
-//! straight into the kernel's table.
+//! The state-sync daemons under test, configured alike: unicast UDP on a
+//! dedicated sync link, socket buffers of the same size, everything
+//! replicated but the sync link's own traffic. What is timed is always the
+//! same: until the entries are in B's kernel table, where a takeover needs
+//! them.
 //!
-//! - carpd: its `[sync]` table. Node B asks for a bulk at its start, as it
-//!   always does. Node A's `bulk_timeout` is 1 s: its own start-up request
-//!   (to a B that is not there yet) is given up before B starts, as on a
-//!   gateway that has been up for a while.
-//! - conntrackd: FTFW (the reliable mode: sequence numbers, ACK/NACK,
-//!   retransmission) with `DisableExternalCache On`, so the backup injects
-//!   every entry into its kernel table as it arrives, as carpd does, rather
-//!   than keeping it in user space until a `conntrackd -c`. Node B's resync
-//!   is asked for the way an operator does: `conntrackd -n` once B's
-//!   daemon answers on its socket. conntrackd has no authentication (only a
-//!   checksum); carpd signs every datagram with HMAC-SHA256.
+//! - carpd: its `[sync]` table; received state is installed at once. Node
+//!   B asks for a bulk at its start, as it always does. Node A's
+//!   `bulk_timeout` is 1 s: its own start-up request (to a B that is not
+//!   there yet) is given up before B starts, as on a gateway that has been
+//!   up for a while.
+//! - conntrackd in FTFW mode (the reliable one: sequence numbers,
+//!   ACK/NACK, retransmission), resync asked for the way an operator does,
+//!   `conntrackd -n` once B's daemon answers on its socket, in both of the
+//!   ways it can keep the peer's state:
+//!   - `conntrackd-inject`: `DisableExternalCache On`, every entry injected
+//!     into B's kernel table as it arrives, as carpd does. The only mode in
+//!     which an update reaches B's kernel by itself: the latency figures
+//!     are this mode's.
+//!   - `conntrackd-commit`: the default external cache, which conntrackd's
+//!     documentation recommends: B keeps the entries in user space and an
+//!     operator's (or a failover script's) `conntrackd -c` writes them into
+//!     the kernel. Timed until the commit is done: B's cache is polled
+//!     (`conntrackd -s`) and committed as soon as it holds every entry.
+//!
+//! conntrackd has no authentication (only a checksum); carpd signs every
+//! datagram with HMAC-SHA256.
 
 use std::fmt;
 use std::fs;
@@ -44,25 +55,44 @@ const SYNC_KEY: &[u8] = b"cargo xtask bench sync: 32 bytes";
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub enum Implementation {
     Carpd,
-    Conntrackd,
+    /// conntrackd, `DisableExternalCache On`.
+    ConntrackdInject,
+    /// conntrackd with its external cache, committed with `-c`.
+    ConntrackdCommit,
 }
 
 impl Implementation {
-    pub const ALL: [Self; 2] = [Self::Carpd, Self::Conntrackd];
+    pub const ALL: [Self; 3] = [Self::Carpd, Self::ConntrackdInject, Self::ConntrackdCommit];
 
     pub const fn name(self) -> &'static str {
         match self {
             Self::Carpd => "carpd",
-            Self::Conntrackd => "conntrackd",
+            Self::ConntrackdInject => "conntrackd-inject",
+            Self::ConntrackdCommit => "conntrackd-commit",
         }
+    }
+
+    pub const fn is_conntrackd(self) -> bool {
+        matches!(self, Self::ConntrackdInject | Self::ConntrackdCommit)
+    }
+
+    /// Whether an update reaches B's kernel table by itself, so that its
+    /// latency can be measured.
+    pub const fn installs_updates(self) -> bool {
+        matches!(self, Self::Carpd | Self::ConntrackdInject)
     }
 
     /// One line on how it is set up, for the table's header.
     pub const fn setup(self) -> &'static str {
         match self {
-            Self::Carpd => "[sync] over unicast UDP, HMAC-SHA256; B asks for a bulk at its start",
-            Self::Conntrackd => {
-                "FTFW over unicast UDP, DisableExternalCache On (entries go straight into B's kernel table), checksum, no authentication; resync by `conntrackd -n` on B as soon as it answers; same socket buffers as carpd"
+            Self::Carpd => {
+                "[sync] over unicast UDP, HMAC-SHA256, entries installed as they arrive; B asks for a bulk at its start"
+            }
+            Self::ConntrackdInject => {
+                "FTFW over unicast UDP, DisableExternalCache On (entries injected into B's kernel as they arrive); `conntrackd -n` on B as soon as it answers"
+            }
+            Self::ConntrackdCommit => {
+                "FTFW over unicast UDP, external cache (the default); `conntrackd -n` on B as soon as it answers, `conntrackd -c` as soon as B's cache holds every entry; timed until the commit is in B's kernel"
             }
         }
     }
@@ -147,7 +177,7 @@ impl Daemon {
                     false,
                 )?))
             }
-            Implementation::Conntrackd => {
+            Implementation::ConntrackdInject | Implementation::ConntrackdCommit => {
                 let config = place.file("conf");
                 let files = ConntrackdFiles {
                     log: log.clone(),
@@ -156,7 +186,14 @@ impl Daemon {
                 };
                 write(
                     &config,
-                    conntrackd_config(place.node, place.peer, &files, place.entries).as_bytes(),
+                    conntrackd_config(
+                        place.node,
+                        place.peer,
+                        &files,
+                        place.entries,
+                        implementation == Implementation::ConntrackdInject,
+                    )
+                    .as_bytes(),
                 )?;
                 let program = find_program("conntrackd")?;
                 let args = [
@@ -217,6 +254,31 @@ impl Daemon {
             Running::Carpd(carpd) => Ok(carpd.carpctl(["status", "--json"])?),
             Running::Conntrackd { .. } => self.conntrackd(&["-s"]),
         }
+    }
+
+    /// Starts `conntrackd -c` (commit the external cache into the kernel)
+    /// against this daemon; its output goes next to the daemon's log.
+    pub fn start_commit(&self) -> Result<Process> {
+        let Running::Conntrackd { config, netns, .. } = &self.running else {
+            bail!("{} is not conntrackd", self.label);
+        };
+        let output = self.log.with_extension("commit");
+        let file = fs::File::create(&output)
+            .with_context(|| format!("cannot create {}", output.display()))?;
+        let mut command = Command::new("ip");
+        command
+            .args(["netns", "exec", netns])
+            .arg(find_program("conntrackd")?)
+            .arg("-C")
+            .arg(config)
+            .arg("-c")
+            .stdin(std::process::Stdio::null())
+            .stdout(file.try_clone()?)
+            .stderr(file);
+        Ok(Process::spawn(
+            format!("conntrackd -c on {}", self.label),
+            &mut command,
+        )?)
     }
 
     /// conntrackd's client mode against this daemon (`-n`, `-s`, ...).
@@ -280,9 +342,15 @@ pub struct ConntrackdFiles {
     pub socket: PathBuf,
 }
 
-/// conntrackd.conf for `node`: FTFW, external cache disabled, unicast UDP
-/// to the peer, caches sized for `entries`.
-pub fn conntrackd_config(node: Node, peer: Node, files: &ConntrackdFiles, entries: u64) -> String {
+/// conntrackd.conf for `node`: FTFW, the external cache disabled when
+/// `inject`, unicast UDP to the peer, caches sized for `entries`.
+pub fn conntrackd_config(
+    node: Node,
+    peer: Node,
+    files: &ConntrackdFiles,
+    entries: u64,
+    inject: bool,
+) -> String {
     // "HashLimit: it should be double of nf_conntrack_max" (the example
     // config): dead entries wait in the cache for retransmission.
     let hash_limit = (entries + entries / 2 + 10_000).saturating_mul(2);
@@ -290,7 +358,7 @@ pub fn conntrackd_config(node: Node, peer: Node, files: &ConntrackdFiles, entrie
     format!(
         "Sync {{
 \tMode FTFW {{
-\t\tDisableExternalCache On
+\t\tDisableExternalCache {external}
 \t}}
 \tUDP {{
 \t\tIPv4_address {local}
@@ -329,7 +397,16 @@ General {{
         lock = files.lock.display(),
         socket = files.socket.display(),
         max_growth = EVENT_BUFFER * 2,
+        external = if inject { "On" } else { "Off" },
     )
+}
+
+/// "current active connections" of cache `name` (`internal`, `external`)
+/// in `conntrackd -s` output.
+pub fn cache_entries(stats: &str, name: &str) -> Option<u64> {
+    let (_, rest) = stats.split_once(&format!("cache {name}:"))?;
+    let (_, rest) = rest.split_once("current active connections:")?;
+    rest.split_whitespace().next()?.parse().ok()
 }
 
 /// `10.0.3.2` of `10.0.3.2/24`.
@@ -400,7 +477,7 @@ mod tests {
             lock: "/tmp/b/a.lock".into(),
             socket: "/tmp/b/a.ctl".into(),
         };
-        let text = conntrackd_config(A, B, &files, 1_000_000);
+        let text = conntrackd_config(A, B, &files, 1_000_000, true);
         for expected in [
             "Mode FTFW {\n\t\tDisableExternalCache On\n",
             "IPv4_address 10.0.3.2\n",
@@ -416,5 +493,18 @@ mod tests {
             assert!(text.contains(expected), "{expected:?} in {text}");
         }
         assert_eq!(text.matches('{').count(), text.matches('}').count());
+        let cached = conntrackd_config(A, B, &files, 1_000_000, false);
+        assert!(cached.contains("DisableExternalCache Off\n"), "{cached}");
+    }
+
+    #[test]
+    fn reads_the_cache_sizes_of_conntrackd_s() {
+        let text = "cache internal:\ncurrent active connections:\t       26316\n\
+                    connections created:\t\t       26316\tfailed:\t           0\n\n\
+                    cache external:\ncurrent active connections:\t     1000000\n\
+                    connections created:\t\t     1000000\tfailed:\t           0\n";
+        assert_eq!(cache_entries(text, "external"), Some(1_000_000));
+        assert_eq!(cache_entries(text, "internal"), Some(26_316));
+        assert_eq!(cache_entries(text, "other"), None);
     }
 }

@@ -3,7 +3,6 @@
 
 use serde_json::{Map, Value, json};
 
-use super::daemons::Implementation;
 use super::scenario::{Bulk, Latency};
 use super::table::{Results, bulk_rate, bulk_seconds, first_entry_ms, pooled};
 use crate::bench::stats::Summary;
@@ -58,7 +57,8 @@ fn latency(runs: &[Latency]) -> Value {
 
 /// `commit`: what was measured (`git describe`), when known.
 pub fn document(results: &Results, commit: Option<&str>, unix_time: u64) -> Value {
-    let setup: Map<String, Value> = Implementation::ALL
+    let setup: Map<String, Value> = results
+        .implementations
         .iter()
         .map(|implementation| {
             (
@@ -71,7 +71,8 @@ pub fn document(results: &Results, commit: Option<&str>, unix_time: u64) -> Valu
         .sizes
         .iter()
         .map(|&size| {
-            let by: Map<String, Value> = Implementation::ALL
+            let by: Map<String, Value> = results
+                .implementations
                 .iter()
                 .map(|&implementation| {
                     let runs = results
@@ -115,6 +116,7 @@ pub fn document(results: &Results, commit: Option<&str>, unix_time: u64) -> Valu
 mod tests {
     use std::time::Duration;
 
+    use super::super::daemons::Implementation;
     use super::*;
 
     #[test]
@@ -130,6 +132,7 @@ mod tests {
         };
         let results = Results {
             runs: 2,
+            implementations: vec![Implementation::Carpd, Implementation::ConntrackdInject],
             sizes: vec![1000],
             bulk: [(
                 (1000, Implementation::Carpd),
@@ -155,7 +158,7 @@ mod tests {
         assert_eq!(carpd["runs"][1]["seconds"], Value::Null);
         assert_eq!(carpd["entries_per_second"]["median"], json!(2000.0));
         assert_eq!(
-            document["bulk"][0]["results"]["conntrackd"]["seconds"],
+            document["bulk"][0]["results"]["conntrackd-inject"]["seconds"],
             Value::Null
         );
         assert_eq!(document["latency"]["carpd"]["p99_ms"], json!(1.5));

@@ -8,9 +8,13 @@
 //!   (1000 at 250/s by default) and each is timed from its creation on A to
 //!   its NEW event on B; p50, p99 and max over every run.
 //!
+//! conntrackd runs in both of its ways to keep the peer's state (see
+//! `daemons`): injected into the kernel as it arrives, or cached and
+//! committed; carpd's ratio is to the better of the two.
+//!
 //! `inside`: threads in a namespace; `kernel`: filling, counting, probing
 //! (over ctnetlink, with carpd's own adapter); `flows`: the synthetic
-//! entries; `daemons`: the two daemons' configs; `limits`: the host's
+//! entries; `daemons`: the daemons' configs; `limits`: the host's
 //! conntrack limits, raised and put back; `scenario`: one run; `table`,
 //! `json`: the output.
 
@@ -51,11 +55,12 @@ pub struct SyncArgs {
     /// Only the sizes up to 100000 (skips the slow million).
     #[arg(long)]
     quick: bool,
-    /// The daemons to measure, comma-separated (carpd, conntrackd).
-    #[arg(long, value_name = "NAME,...", value_delimiter = ',', default_values = ["carpd", "conntrackd"], value_parser = parse_daemon)]
+    /// The daemons to measure, comma-separated: carpd, conntrackd-inject,
+    /// conntrackd-commit.
+    #[arg(long, value_name = "NAME,...", value_delimiter = ',', default_values = ["carpd", "conntrackd-inject", "conntrackd-commit"], value_parser = parse_daemon)]
     daemons: Vec<Implementation>,
     /// Runs of each size per daemon.
-    #[arg(long, default_value_t = 3, value_parser = clap::value_parser!(u32).range(1..))]
+    #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u32).range(1..))]
     runs: u32,
     /// Entries created one at a time on A for the latency figures (on the
     /// runs of the smallest size).
@@ -65,7 +70,7 @@ pub struct SyncArgs {
     #[arg(long, value_name = "HZ", default_value_t = 250, value_parser = clap::value_parser!(u32).range(1..=10_000))]
     probe_rate: u32,
     /// Seconds a bulk may take before it counts as incomplete (default:
-    /// 30 + 1 per 5000 entries).
+    /// 75 + 1 per 20000 entries).
     #[arg(long, value_name = "S", value_parser = clap::value_parser!(u64).range(1..))]
     bulk_limit: Option<u64>,
     /// Also write the figures (every run's sample) as JSON to FILE.
@@ -84,12 +89,15 @@ pub fn run(args: &SyncArgs) -> Result<()> {
         );
     }
     let sizes = sizes(&args.entries, args.quick)?;
+    let mut daemons = args.daemons.clone();
+    daemons.sort_unstable();
+    daemons.dedup();
     if super::given_binaries() {
         println!("bench: using $CARPD_BIN and $CARPCTL_BIN, not building");
     } else {
         release::build()?;
     }
-    if args.daemons.contains(&Implementation::Conntrackd) {
+    if daemons.iter().any(|daemon| daemon.is_conntrackd()) {
         daemons::find_program("conntrackd")?;
     }
     let interrupts = crate::interrupt::interrupts()?;
@@ -105,7 +113,7 @@ pub fn run(args: &SyncArgs) -> Result<()> {
         bulk_limit: args.bulk_limit.map(Duration::from_secs),
     };
     let started = Instant::now();
-    let results = match measure_all(&ctx, args, &sizes) {
+    let results = match measure_all(&ctx, args, &sizes, &daemons) {
         Ok(results) => results,
         Err(error) => {
             return Err(error.context(format!(
@@ -134,7 +142,9 @@ fn parse_daemon(name: &str) -> Result<Implementation, String> {
     Implementation::ALL
         .into_iter()
         .find(|implementation| implementation.name() == name)
-        .ok_or_else(|| format!("{name:?} is not one of carpd, conntrackd"))
+        .ok_or_else(|| {
+            format!("{name:?} is not one of carpd, conntrackd-inject, conntrackd-commit")
+        })
 }
 
 /// The sizes to run, smallest first, without repeats.
@@ -160,35 +170,40 @@ fn sizes(entries: &[u64], quick: bool) -> Result<Vec<u64>> {
 
 /// Every run of every size, the daemons taking turns so that a busy spell
 /// of the machine does not fall on one of them only.
-fn measure_all(ctx: &Context, args: &SyncArgs, sizes: &[u64]) -> Result<Results> {
+fn measure_all(
+    ctx: &Context,
+    args: &SyncArgs,
+    sizes: &[u64],
+    daemons: &[Implementation],
+) -> Result<Results> {
     let runs = usize::try_from(args.runs).context("--runs is too large")?;
     let smallest = sizes.first().copied().unwrap_or(0);
     let mut bulk: BTreeMap<(u64, Implementation), Vec<_>> = BTreeMap::new();
     let mut latency: BTreeMap<Implementation, Vec<_>> = BTreeMap::new();
     for run in 1..=runs {
         for &size in sizes {
-            for &implementation in &args.daemons {
+            for &implementation in daemons {
                 ctx.check_interrupt()?;
                 let tag = format!("{implementation}-{size}-{run}");
-                let measure_latency = size == smallest;
+                let measure_latency = size == smallest && implementation.installs_updates();
                 let Report {
                     bulk: outcome,
                     latency: probes,
                 } = scenario::run(ctx, implementation, size, &tag, measure_latency)?;
                 println!(
-                    "{implementation:<10} {size:>8} run {run}/{runs}: {}",
+                    "{implementation:<17} {size:>8} run {run}/{runs}: {}",
                     bulk_progress(&outcome)
                 );
                 if let Some(probes) = &probes {
                     println!(
-                        "{implementation:<10} {:>8} run {run}/{runs}: {}",
+                        "{implementation:<17} {:>8} run {run}/{runs}: {}",
                         "latency",
                         latency_progress(probes)
                     );
                 }
                 if measure_latency && probes.is_none() {
                     println!(
-                        "{implementation:<10} {:>8} run {run}/{runs}: no latency run (the bulk did not complete)",
+                        "{implementation:<17} {:>8} run {run}/{runs}: no latency run (the bulk did not complete)",
                         "latency"
                     );
                 }
@@ -203,6 +218,7 @@ fn measure_all(ctx: &Context, args: &SyncArgs, sizes: &[u64]) -> Result<Results>
     }
     Ok(Results {
         runs,
+        implementations: daemons.to_vec(),
         sizes: sizes.to_vec(),
         bulk,
         latency,

@@ -1,4 +1,4 @@
-//! The results as rows (a cell per implementation, carpd's ratio to
+//! The results as rows (a cell per daemon, carpd's ratio to the best
 //! conntrackd) and as the printed table. Pure: unit-tested below.
 
 use std::collections::BTreeMap;
@@ -12,6 +12,8 @@ use crate::bench::stats::Summary;
 /// Everything one benchmark run measured.
 pub struct Results {
     pub runs: usize,
+    /// The daemons measured, in the table's column order.
+    pub implementations: Vec<Implementation>,
     /// Table sizes, smallest first.
     pub sizes: Vec<u64>,
     pub bulk: BTreeMap<(u64, Implementation), Vec<Bulk>>,
@@ -20,8 +22,9 @@ pub struct Results {
     pub probe_rate: f64,
 }
 
-/// What carpd is held to: a higher bulk rate at every size and a lower p99.
-pub const GOAL: &str = "bulk rate above conntrackd's at every size, p99 update latency below";
+/// What carpd is held to, against the best conntrackd of the run.
+pub const GOAL: &str =
+    "bulk rate above conntrackd's at every size, p99 update latency below conntrackd's";
 
 /// The `q` quantile of `sorted` (ascending), nearest rank: the smallest
 /// sample with at least `q` of all samples at or below it.
@@ -39,7 +42,7 @@ pub fn percentile(sorted: &[f64], q: f64) -> Option<f64> {
     Some(sorted[rank - 1])
 }
 
-/// Latency figures over every run of one implementation, pooled.
+/// Latency figures over every run of one daemon, pooled.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct Pooled {
     pub p50_ms: f64,
@@ -70,15 +73,6 @@ fn ms(duration: &Duration) -> f64 {
     duration.as_secs_f64() * 1e3
 }
 
-/// Seconds to all entries over the runs that completed.
-pub fn bulk_seconds(runs: &[Bulk]) -> Option<Summary> {
-    let seconds: Vec<f64> = runs
-        .iter()
-        .filter_map(|run| run.took.map(|took| took.as_secs_f64()))
-        .collect();
-    Summary::of(&seconds)
-}
-
 /// Milliseconds from B's start to its first entry, over every run.
 pub fn first_entry_ms(runs: &[Bulk]) -> Option<Summary> {
     let ms: Vec<f64> = runs
@@ -88,32 +82,63 @@ pub fn first_entry_ms(runs: &[Bulk]) -> Option<Summary> {
     Summary::of(&ms)
 }
 
+/// Seconds to all entries over the runs that completed.
+pub fn bulk_seconds(runs: &[Bulk]) -> Option<Summary> {
+    let seconds: Vec<f64> = runs
+        .iter()
+        .filter_map(|run| run.took.map(|took| took.as_secs_f64()))
+        .collect();
+    Summary::of(&seconds)
+}
+
 /// Entries per second over the runs that completed.
 pub fn bulk_rate(runs: &[Bulk]) -> Option<Summary> {
     let rates: Vec<f64> = runs.iter().filter_map(Bulk::rate).collect();
     Summary::of(&rates)
 }
 
+/// Which way a figure is better.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Better {
+    Lower,
+    Higher,
+}
+
+/// carpd's value over the best conntrackd's, when both are there.
+fn ratio(values: &[(Implementation, Option<f64>)], better: Better) -> Option<f64> {
+    let carpd = values
+        .iter()
+        .find(|(implementation, _)| *implementation == Implementation::Carpd)
+        .and_then(|(_, value)| *value)?;
+    let peers = values
+        .iter()
+        .filter(|(implementation, _)| implementation.is_conntrackd())
+        .filter_map(|(_, value)| *value);
+    let best = match better {
+        Better::Lower => peers.reduce(f64::min),
+        Better::Higher => peers.reduce(f64::max),
+    }?;
+    (best > 0.0).then(|| carpd / best)
+}
+
 struct Row {
     label: String,
     cells: Vec<String>,
-    /// carpd's over conntrackd's, when both have one.
     ratio: Option<f64>,
 }
 
-const LABEL_WIDTH: usize = 32;
-const CELL_WIDTH: usize = 26;
-const RATIO_WIDTH: usize = 18;
+const LABEL_WIDTH: usize = 28;
+const CELL_WIDTH: usize = 27;
+const RATIO_WIDTH: usize = 16;
 
 pub fn render(results: &Results) -> String {
     let mut out = String::new();
-    let implementations = Implementation::ALL;
     let _ = writeln!(
         out,
         "State-sync benchmark: {} run(s) of each size per daemon, min / median / max over the runs",
         results.runs
     );
-    for implementation in implementations {
+    for implementation in &results.implementations {
         let _ = writeln!(out, "  {implementation}: {}", implementation.setup());
     }
     let _ = writeln!(
@@ -122,16 +147,16 @@ pub fn render(results: &Results) -> String {
     );
     let _ = writeln!(
         out,
-        "  latency: {} entries created on A, one every {:.1} ms; from the create request on A to the entry's NEW event on B; all runs pooled",
+        "  latency: {} entries created on A, one every {:.1} ms, each from its create request on A to its NEW event in B's kernel; all runs pooled",
         results.probes,
         1e3 / results.probe_rate
     );
     out.push('\n');
     let _ = write!(out, "{:<LABEL_WIDTH$}", "");
-    for implementation in implementations {
+    for implementation in &results.implementations {
         let _ = write!(out, "{:>CELL_WIDTH$}", implementation.name());
     }
-    let _ = writeln!(out, "{:>RATIO_WIDTH$}", "carpd/conntrackd");
+    let _ = writeln!(out, "{:>RATIO_WIDTH$}", "carpd/best");
     for &size in &results.sizes {
         let _ = writeln!(out, "bulk sync of {size} entries");
         for row in bulk_rows(results, size) {
@@ -143,6 +168,19 @@ pub fn render(results: &Results) -> String {
         for row in latency_rows(results) {
             push_row(&mut out, &row);
         }
+    }
+    let _ = writeln!(
+        out,
+        "carpd/best: carpd's median over the best conntrackd's of the run; - where one is missing"
+    );
+    if results
+        .implementations
+        .contains(&Implementation::ConntrackdCommit)
+    {
+        let _ = writeln!(
+            out,
+            "conntrackd-commit has no latency figures: an update stays in B's cache until the next commit"
+        );
     }
     let missed = missed_goals(results);
     let _ = writeln!(
@@ -176,55 +214,55 @@ fn format_ratio(ratio: f64) -> String {
     }
 }
 
+fn bulk_runs(results: &Results, size: u64, implementation: Implementation) -> &[Bulk] {
+    results
+        .bulk
+        .get(&(size, implementation))
+        .map_or(&[][..], Vec::as_slice)
+}
+
 fn bulk_rows(results: &Results, size: u64) -> Vec<Row> {
-    let runs = |implementation| {
-        results
-            .bulk
-            .get(&(size, implementation))
-            .map_or(&[][..], Vec::as_slice)
-    };
-    let summaries = |f: fn(&[Bulk]) -> Option<Summary>| -> Vec<Option<Summary>> {
-        Implementation::ALL
+    let row = |label: &str,
+               f: fn(&[Bulk]) -> Option<Summary>,
+               better,
+               format: fn(f64) -> String| {
+        let summaries: Vec<(Implementation, Option<Summary>)> = results
+            .implementations
             .iter()
-            .map(|&implementation| f(runs(implementation)))
-            .collect()
+            .map(|&implementation| (implementation, f(bulk_runs(results, size, implementation))))
+            .collect();
+        let medians: Vec<(Implementation, Option<f64>)> = summaries
+            .iter()
+            .map(|(implementation, summary)| (*implementation, summary.map(|s| s.median)))
+            .collect();
+        Row {
+            label: label.to_owned(),
+            cells: summaries
+                .iter()
+                .map(|(_, summary)| cell(*summary, format))
+                .collect(),
+            ratio: ratio(&medians, better),
+        }
     };
-    let first = summaries(first_entry_ms);
-    let seconds = summaries(bulk_seconds);
-    let rates = summaries(bulk_rate);
-    let complete: Vec<String> = Implementation::ALL
+    let complete: Vec<String> = results
+        .implementations
         .iter()
         .map(|&implementation| {
-            let all = runs(implementation);
+            let all = bulk_runs(results, size, implementation);
             let done = all.iter().filter(|run| run.took.is_some()).count();
             format!("{done} of {}", all.len())
         })
         .collect();
     vec![
-        Row {
-            label: "first entry (ms)".into(),
-            cells: first
-                .iter()
-                .map(|s| cell(*s, |v| format!("{v:.0}")))
-                .collect(),
-            ratio: ratio(&first),
-        },
-        Row {
-            label: "time to all entries (s)".into(),
-            cells: seconds
-                .iter()
-                .map(|s| cell(*s, |v| format!("{v:.2}")))
-                .collect(),
-            ratio: ratio(&seconds),
-        },
-        Row {
-            label: "rate (entries/s)".into(),
-            cells: rates
-                .iter()
-                .map(|s| cell(*s, |v| format!("{:.1}k", v / 1e3)))
-                .collect(),
-            ratio: ratio(&rates),
-        },
+        row("first entry (ms)", first_entry_ms, Better::Lower, |v| {
+            format!("{v:.0}")
+        }),
+        row("time to all (s)", bulk_seconds, Better::Lower, |v| {
+            format!("{v:.2}")
+        }),
+        row("rate (entries/s)", bulk_rate, Better::Higher, |v| {
+            format!("{:.1}k", v / 1e3)
+        }),
         Row {
             label: "runs complete".into(),
             cells: complete,
@@ -233,7 +271,7 @@ fn bulk_rows(results: &Results, size: u64) -> Vec<Row> {
     ]
 }
 
-fn cell(summary: Option<Summary>, format: impl Fn(f64) -> String) -> String {
+fn cell(summary: Option<Summary>, format: fn(f64) -> String) -> String {
     summary.map_or_else(
         || "-".to_owned(),
         |s| {
@@ -247,38 +285,32 @@ fn cell(summary: Option<Summary>, format: impl Fn(f64) -> String) -> String {
     )
 }
 
-/// carpd's median over conntrackd's.
-fn ratio(summaries: &[Option<Summary>]) -> Option<f64> {
-    match summaries {
-        [Some(carpd), Some(conntrackd)] if conntrackd.median > 0.0 => {
-            Some(carpd.median / conntrackd.median)
-        }
-        _ => None,
-    }
-}
-
 fn latency_rows(results: &Results) -> Vec<Row> {
-    let pooled: Vec<Option<Pooled>> = Implementation::ALL
+    let pooled: Vec<(Implementation, Option<Pooled>)> = results
+        .implementations
         .iter()
-        .map(|implementation| {
-            results
-                .latency
-                .get(implementation)
-                .and_then(|runs| pooled(runs))
+        .map(|&implementation| {
+            (
+                implementation,
+                results
+                    .latency
+                    .get(&implementation)
+                    .and_then(|runs| pooled(runs)),
+            )
         })
         .collect();
     let figure = |label: &str, f: fn(&Pooled) -> f64| {
-        let values: Vec<Option<f64>> = pooled.iter().map(|p| p.as_ref().map(f)).collect();
+        let values: Vec<(Implementation, Option<f64>)> = pooled
+            .iter()
+            .map(|(implementation, p)| (*implementation, p.as_ref().map(f)))
+            .collect();
         Row {
             label: label.to_owned(),
             cells: values
                 .iter()
-                .map(|v| v.map_or_else(|| "-".to_owned(), |v| format!("{v:.2}")))
+                .map(|(_, v)| v.map_or_else(|| "-".to_owned(), |v| format!("{v:.2}")))
                 .collect(),
-            ratio: match values.as_slice() {
-                [Some(carpd), Some(conntrackd)] if *conntrackd > 0.0 => Some(carpd / conntrackd),
-                _ => None,
-            },
+            ratio: ratio(&values, Better::Lower),
         }
     };
     vec![
@@ -289,50 +321,59 @@ fn latency_rows(results: &Results) -> Vec<Row> {
             label: "lost (of sent)".into(),
             cells: pooled
                 .iter()
-                .map(|p| p.map_or_else(|| "-".to_owned(), |p| format!("{} of {}", p.lost, p.sent)))
+                .map(|(_, p)| {
+                    p.map_or_else(|| "-".to_owned(), |p| format!("{} of {}", p.lost, p.sent))
+                })
                 .collect(),
             ratio: None,
         },
     ]
 }
 
-/// The goals carpd missed, said in words; empty when all are met.
+/// The goals carpd missed, said in words; empty when all are met (or
+/// when no conntrackd was measured to compare with).
 pub fn missed_goals(results: &Results) -> Vec<String> {
     let mut missed = Vec::new();
     for &size in &results.sizes {
-        let rate = |implementation| {
-            results
-                .bulk
-                .get(&(size, implementation))
-                .and_then(|runs| bulk_rate(runs))
-                .map(|s| s.median)
-        };
-        match (
-            rate(Implementation::Carpd),
-            rate(Implementation::Conntrackd),
-        ) {
-            (Some(carpd), Some(conntrackd)) if carpd <= conntrackd => {
-                missed.push(format!("bulk of {size}: rate not above conntrackd's"));
-            }
-            (None, _) => missed.push(format!("bulk of {size}: carpd did not complete")),
-            _ => {}
+        let rates: Vec<(Implementation, Option<f64>)> = results
+            .implementations
+            .iter()
+            .map(|&implementation| {
+                (
+                    implementation,
+                    bulk_rate(bulk_runs(results, size, implementation)).map(|s| s.median),
+                )
+            })
+            .collect();
+        let carpd_done = rates.iter().any(|(implementation, rate)| {
+            *implementation == Implementation::Carpd && rate.is_some()
+        });
+        if !carpd_done {
+            missed.push(format!("bulk of {size}: carpd did not complete"));
+        } else if ratio(&rates, Better::Higher).is_some_and(|ratio| ratio <= 1.0) {
+            missed.push(format!("bulk of {size}: rate not above conntrackd's"));
         }
     }
-    if !results.latency.is_empty() {
-        let p99 = |implementation| {
-            results
-                .latency
-                .get(&implementation)
-                .and_then(|runs| pooled(runs))
-                .map(|p| p.p99_ms)
-        };
-        match (p99(Implementation::Carpd), p99(Implementation::Conntrackd)) {
-            (Some(carpd), Some(conntrackd)) if carpd >= conntrackd => {
-                missed.push("p99 latency not below conntrackd's".to_owned());
-            }
-            (None, _) => missed.push("no latency figures for carpd".to_owned()),
-            _ => {}
+    if results.latency.contains_key(&Implementation::Carpd) {
+        let p99: Vec<(Implementation, Option<f64>)> = results
+            .implementations
+            .iter()
+            .map(|&implementation| {
+                (
+                    implementation,
+                    results
+                        .latency
+                        .get(&implementation)
+                        .and_then(|runs| pooled(runs))
+                        .map(|p| p.p99_ms),
+                )
+            })
+            .collect();
+        if ratio(&p99, Better::Lower).is_some_and(|ratio| ratio >= 1.0) {
+            missed.push("p99 latency not below conntrackd's".to_owned());
         }
+    } else if results.implementations.contains(&Implementation::Carpd) {
+        missed.push("no latency figures for carpd".to_owned());
     }
     missed
 }
@@ -345,7 +386,7 @@ mod tests {
         Bulk {
             entries,
             took: seconds.map(Duration::from_secs_f64),
-            first: None,
+            first: Some(Duration::from_millis(50)),
             final_count: entries,
             limit: Duration::from_mins(1),
             fill: Duration::ZERO,
@@ -362,35 +403,46 @@ mod tests {
         }
     }
 
-    fn results(
-        (carpd_bulk, conntrackd_bulk): (f64, f64),
-        (carpd_latency, conntrackd_latency): (&[u64], &[u64]),
-    ) -> Results {
+    /// carpd, conntrackd-inject and conntrackd-commit; bulk seconds of
+    /// each, latency samples of the first two.
+    fn results(bulk_seconds: [f64; 3], latencies: (&[u64], &[u64])) -> Results {
+        let [carpd, inject, commit] = bulk_seconds;
         Results {
             runs: 1,
+            implementations: Implementation::ALL.to_vec(),
             sizes: vec![100_000],
             bulk: [
                 (
                     (100_000, Implementation::Carpd),
-                    vec![bulk(100_000, Some(carpd_bulk))],
+                    vec![bulk(100_000, Some(carpd))],
                 ),
                 (
-                    (100_000, Implementation::Conntrackd),
-                    vec![bulk(100_000, Some(conntrackd_bulk))],
+                    (100_000, Implementation::ConntrackdInject),
+                    vec![bulk(100_000, Some(inject))],
+                ),
+                (
+                    (100_000, Implementation::ConntrackdCommit),
+                    vec![bulk(100_000, Some(commit))],
                 ),
             ]
             .into(),
             latency: [
-                (Implementation::Carpd, vec![latency(carpd_latency, 0)]),
+                (Implementation::Carpd, vec![latency(latencies.0, 0)]),
                 (
-                    Implementation::Conntrackd,
-                    vec![latency(conntrackd_latency, 1)],
+                    Implementation::ConntrackdInject,
+                    vec![latency(latencies.1, 1)],
                 ),
             ]
             .into(),
             probes: 1000,
             probe_rate: 250.0,
         }
+    }
+
+    fn line<'a>(text: &'a str, label: &str) -> &'a str {
+        text.lines()
+            .find(|line| line.contains(label))
+            .unwrap_or_else(|| panic!("no {label:?} row in\n{text}"))
     }
 
     #[test]
@@ -421,35 +473,27 @@ mod tests {
     }
 
     #[test]
-    fn the_table_has_a_row_per_figure_and_the_ratio() {
-        let text = render(&results((0.5, 2.0), (&[2, 3, 4], &[10, 20, 30])));
+    fn the_ratio_is_against_the_best_conntrackd() {
+        // conntrackd-commit is the faster conntrackd here: 1 s, not 4 s.
+        let text = render(&results([0.5, 4.0, 1.0], (&[2, 3, 4], &[10, 20, 30])));
         assert!(text.contains("bulk sync of 100000 entries"), "{text}");
-        let time = text
-            .lines()
-            .find(|line| line.contains("time to all entries"))
-            .expect("a time row");
+        let time = line(&text, "time to all");
         assert!(time.contains("0.50 / 0.50 / 0.50"), "{time}");
-        assert!(time.trim_end().ends_with("0.25x"), "{time}");
-        let rate = text
-            .lines()
-            .find(|line| line.contains("rate (entries/s)"))
-            .expect("a rate row");
+        assert!(time.trim_end().ends_with("0.50x"), "{time}");
+        let rate = line(&text, "rate (entries/s)");
         assert!(rate.contains("200.0k"), "{rate}");
-        assert!(rate.trim_end().ends_with("4.00x"), "{rate}");
-        let lost = text
-            .lines()
-            .find(|line| line.contains("lost (of sent)"))
-            .expect("a lost row");
+        assert!(rate.trim_end().ends_with("2.00x"), "{rate}");
+        // Latency: conntrackd-commit has none, inject's is the best.
+        let p99 = line(&text, "p99 (ms)");
+        assert!(p99.trim_end().ends_with("0.13x"), "{p99}");
+        let lost = line(&text, "lost (of sent)");
         assert!(lost.contains("0 of 3") && lost.contains("1 of 4"), "{lost}");
-        assert!(
-            text.contains("goal:") && text.trim_end().ends_with("met"),
-            "{text}"
-        );
+        assert!(text.trim_end().ends_with("met"), "{text}");
     }
 
     #[test]
     fn missed_goals_are_named() {
-        let slower = results((3.0, 2.0), (&[40], &[10]));
+        let slower = results([3.0, 4.0, 2.0], (&[40], &[10]));
         assert_eq!(
             missed_goals(&slower),
             [
@@ -457,6 +501,14 @@ mod tests {
                 "p99 latency not below conntrackd's"
             ]
         );
-        assert!(missed_goals(&results((1.0, 2.0), (&[1], &[10]))).is_empty());
+        assert!(missed_goals(&results([1.0, 4.0, 2.0], (&[1], &[10]))).is_empty());
+        let mut stuck = results([1.0, 4.0, 2.0], (&[1], &[10]));
+        stuck
+            .bulk
+            .insert((100_000, Implementation::Carpd), vec![bulk(100_000, None)]);
+        assert_eq!(
+            missed_goals(&stuck),
+            ["bulk of 100000: carpd did not complete"]
+        );
     }
 }
