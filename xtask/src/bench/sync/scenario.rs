@@ -49,6 +49,8 @@ const POLL: Duration = Duration::from_millis(10);
 /// How long carpd on A takes to give its own start-up request up
 /// (`bulk_timeout` 1 s, then the next tick).
 const A_SETTLES: Duration = Duration::from_secs(10);
+/// How long `conntrackd -c` may take to return once the table is full.
+const COMMIT_EXIT: Duration = Duration::from_secs(30);
 /// How often B's conntrackd cache is looked at (`conntrackd -s`, a process).
 const CACHE_POLL: Duration = Duration::from_millis(20);
 /// How often a long bulk says how far it got.
@@ -320,10 +322,23 @@ fn time_bulk(
         Some(started + limit),
     )?;
     if let Some(mut commit) = commit {
-        // Done when the table is full; if it never filled, its output says why.
-        if growth.done.is_none() || commit.try_wait()?.is_none_or(|status| !status.success()) {
+        // The client returns once the daemon reports the commit done, a
+        // moment after the last entry is in; its output says what failed.
+        let deadline = Instant::now() + COMMIT_EXIT;
+        let status = loop {
+            ctx.check_interrupt()?;
+            if let Some(status) = commit.try_wait()? {
+                break Some(status);
+            }
+            if growth.done.is_none() || Instant::now() >= deadline {
+                break None;
+            }
+            thread::sleep(POLL);
+        };
+        if !status.is_some_and(|status| status.success()) {
             println!(
-                "  conntrackd -c has not finished well: see {}",
+                "  `conntrackd -c` {}: see {}",
+                status.map_or_else(|| "did not return".to_owned(), |s| format!("failed ({s})")),
                 ctx.dir.display()
             );
         }
