@@ -31,7 +31,8 @@ use std::fs;
 use std::os::unix::fs::PermissionsExt as _;
 use std::path::{Path, PathBuf};
 use std::process::Command;
-use std::time::Duration;
+use std::thread;
+use std::time::{Duration, Instant};
 
 use anyhow::{Context as _, Result, bail};
 use carp_tests::{Carpd, Netns, Process, Status, wait_for};
@@ -44,6 +45,8 @@ pub const SOCKET_BUFFER: u64 = 4 << 20;
 /// carpd's conntrack event queue (`DEFAULT_EVENT_BUFFER`): conntrackd's
 /// netlink buffer starts there.
 pub const EVENT_BUFFER: u64 = 32 << 20;
+/// How often `conntrackd -n` is tried while B's daemon starts.
+const RESYNC_RETRY: Duration = Duration::from_millis(2);
 /// carpd answers on its control socket, conntrackd on its own, within this.
 pub const READY_TIMEOUT: Duration = Duration::from_mins(1);
 const VHID: u8 = 1;
@@ -237,6 +240,27 @@ impl Daemon {
             }
         }
         Ok(())
+    }
+
+    /// conntrackd: `conntrackd -n` (ask the peer for its table) as soon as
+    /// the daemon takes it, tried every few milliseconds from its start so
+    /// that conntrackd loses no more time than carpd, which asks by itself.
+    pub fn request_resync(&mut self) -> Result<()> {
+        let deadline = Instant::now() + READY_TIMEOUT;
+        loop {
+            self.ensure_running()?;
+            match self.conntrackd(&["-n"]) {
+                Ok(_) => return Ok(()),
+                Err(error) if Instant::now() >= deadline => {
+                    return Err(error.context(format!(
+                        "{} did not take `conntrackd -n` within {}s",
+                        self.label,
+                        READY_TIMEOUT.as_secs()
+                    )));
+                }
+                Err(_) => thread::sleep(RESYNC_RETRY),
+            }
+        }
     }
 
     /// carpd's status (`carpctl status --json`); `None` for conntrackd.

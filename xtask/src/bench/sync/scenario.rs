@@ -52,7 +52,7 @@ const A_SETTLES: Duration = Duration::from_secs(10);
 /// How long `conntrackd -c` may take to return once the table is full.
 const COMMIT_EXIT: Duration = Duration::from_secs(30);
 /// How often B's conntrackd cache is looked at (`conntrackd -s`, a process).
-const CACHE_POLL: Duration = Duration::from_millis(20);
+const CACHE_POLL: Duration = Duration::from_millis(10);
 /// How often a long bulk says how far it got.
 const PROGRESS_EVERY: Duration = Duration::from_secs(10);
 /// After the last probe: later arrivals count as lost.
@@ -294,9 +294,7 @@ fn time_bulk(
     let limit = ctx.bulk_limit(entries);
     let mut commit = None;
     if implementation.is_conntrackd() {
-        let b = stage.b()?;
-        b.ready()?;
-        b.conntrackd(&["-n"])?;
+        stage.b()?.request_resync()?;
         if implementation == Implementation::ConntrackdCommit
             && wait_for_cache(ctx, stage, entries, started + limit)?
         {
