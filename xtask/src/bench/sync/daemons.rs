@@ -37,7 +37,7 @@ use std::time::{Duration, Instant};
 use anyhow::{Context as _, Result, bail};
 use carp_tests::{Carpd, Netns, Process, Status, wait_for};
 
-/// Sync link, carp link and VIP addresses (`/24`).
+/// The sync protocol's UDP port, for both daemons (neither default).
 pub const SYNC_PORT: u16 = 8025;
 /// carpd's sync socket buffers (`sync::service::transport`): conntrackd's
 /// are set to the same.
@@ -111,7 +111,9 @@ impl fmt::Display for Implementation {
 #[derive(Debug, Clone, Copy)]
 pub struct Node {
     pub name: &'static str,
+    /// Its address on the sync link, with the prefix length.
     pub sync: &'static str,
+    /// Its address on carpd's carpdev (the election is not measured).
     pub lan: &'static str,
     pub advskew: u8,
     /// carpd's `bulk_timeout`, seconds.
