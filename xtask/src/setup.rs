@@ -26,6 +26,8 @@ pub const PACKAGES: [&str; 7] = [
     "ethtool",
     // `cargo xtask bench failover` measures carpd against it.
     "keepalived",
+    // `cargo xtask bench sync` measures carpd's state sync against it.
+    "conntrackd",
 ];
 
 pub fn run() -> Result<()> {

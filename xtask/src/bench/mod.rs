@@ -22,6 +22,7 @@ mod json;
 mod measure;
 mod scenario;
 mod stats;
+mod sync;
 mod table;
 mod xdp;
 
@@ -51,6 +52,12 @@ pub enum Bench {
     /// Nanoseconds per packet of the XDP program on each path, next to a
     /// bare `XDP_PASS` program measured in the same run (as root).
     Xdp,
+    /// carpd's conntrack state sync against conntrackd's: bulk sync of
+    /// 100k and 1M entries, and update latency (p50 / p99).
+    #[command(
+        after_help = "Runs as root. Builds carpd and carpctl first, unless CARPD_BIN and CARPCTL_BIN both name the binaries to use."
+    )]
+    Sync(sync::SyncArgs),
 }
 
 #[derive(Args, Debug)]
@@ -83,6 +90,7 @@ pub fn run(bench: Bench) -> Result<()> {
     let args = match bench {
         Bench::Failover(args) => args,
         Bench::Xdp => return xdp::run(),
+        Bench::Sync(args) => return sync::run(&args),
     };
     if !is_root() {
         bail!(
