@@ -15,7 +15,7 @@ use anyhow::{Context as _, Result, bail};
 use crate::tools::{cargo, command, is_root, run as run_command, stdout, succeeds};
 
 /// Debian packages the tests, the lab and the benchmark use.
-pub const PACKAGES: [&str; 7] = [
+pub const PACKAGES: [&str; 8] = [
     "iproute2",
     "tcpdump",
     "ucarp",

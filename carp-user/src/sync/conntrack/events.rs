@@ -124,6 +124,12 @@ impl EventSocket {
         self.completed
     }
 
+    /// Whether events already read from the kernel wait to be handed out:
+    /// the rest of a burst that arrived in one datagram.
+    pub fn has_buffered(&self) -> bool {
+        self.read < self.receive.len()
+    }
+
     /// The next event.
     ///
     /// ctnetlink sends a TCP entry's state (`CTA_PROTOINFO`) only in events

@@ -5,7 +5,8 @@
 //!
 //! - Local changes (conntrack events caused by packets or by other tools,
 //!   not by our own installs, so nothing is echoed back) are batched for at
-//!   most [`FLUSH_DELAY`] and sent as Updates.
+//!   as long as the kernel's burst of events lasts (at most [`FLUSH_DELAY`])
+//!   and sent as Updates.
 //! - Received Updates and bulk records are installed at once; before the
 //!   agent takes a VIP it asks the service to drain what has arrived
 //!   ([`SyncHandle::prepare_takeover`]): state first, then traffic, or the
@@ -526,7 +527,12 @@ impl Service {
                 self.drop_counted("unreplicable");
             }
         }
-        if self.flush_at.is_none() {
+        // The rest of a burst the kernel delivered at once shares the
+        // datagram; a lone change goes out now. FLUSH_DELAY only bounds a
+        // burst that keeps coming.
+        if !self.events.has_buffered() {
+            self.flush().await;
+        } else if self.flush_at.is_none() {
             self.flush_at = Some(clock::now() + FLUSH_DELAY);
         }
     }
