@@ -7,8 +7,8 @@ use std::time::Duration;
 
 use aya::maps::{Array, HashMap, MapData, PerCpuArray};
 use carp_common::{
-    AgentHeartbeat, BEAT_FRAME_LEN, BalanceGroup, ETH_P_CARP_BEAT, Carpdev, Verdict, VhidState, VipKey, VipOwner, counter_index,
-    vip_filter_bit,
+    AgentHeartbeat, BEAT_FRAME_LEN, BalanceGroup, Carpdev, ETH_P_CARP_BEAT, Verdict, VhidState,
+    VipKey, VipOwner, counter_index, vip_filter_bit,
 };
 
 use super::layout::{self, Home, Layout, VhidWrite};

@@ -69,7 +69,9 @@ const PINNED_MAPS: [&str; 12] = [
 
 #[derive(Debug, thiserror::Error)]
 pub enum DataplaneError {
-    #[error("the XDP program did not take the heartbeat (action {0}): is the running kernel too old for BPF timers (5.15)?")]
+    #[error(
+        "the XDP program did not take the heartbeat (action {0}): is the running kernel too old for BPF timers (5.15)?"
+    )]
     Watchdog(u32),
     #[error(
         "this carpd was built without its XDP program (bpf-linker was missing): build it with `cargo xtask build`"

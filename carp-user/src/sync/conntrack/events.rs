@@ -104,6 +104,27 @@ impl EventSocket {
         }
     }
 
+    /// Has the kernel drop, before they are queued, the events caused by
+    /// the socket with port id `port_id`: a bulk update installs entries by
+    /// the hundred thousand, and their events would only fill the queue
+    /// (and overrun it, which costs the peer a resync). A classic BPF
+    /// socket filter on the `nlmsg_pid` of each event (one per datagram).
+    pub fn ignore_ours(&mut self, port_id: u32) -> Result<(), ConntrackError> {
+        self.mark_ours(port_id);
+        // `ld [12]` reads nlmsg_pid in network order; the kernel wrote it in
+        // host order.
+        let wire_port = u32::from_be_bytes(port_id.to_ne_bytes());
+        let filter = [
+            sock_filter(BPF_LD_W_ABS, 0, 0, NLMSG_PID_OFFSET),
+            sock_filter(BPF_JEQ_K, 0, 1, wire_port),
+            sock_filter(BPF_RET_K, 0, 0, 0),
+            sock_filter(BPF_RET_K, 0, 0, u32::MAX),
+        ];
+        socket2::SockRef::from(self.socket.get_ref())
+            .attach_filter(&filter)
+            .map_err(ConntrackError::io("filter our own events"))
+    }
+
     /// The receive queue the kernel granted, in bytes (twice what was asked:
     /// the kernel counts its bookkeeping).
     pub fn receive_buffer(&self) -> Result<usize, ConntrackError> {
@@ -246,4 +267,17 @@ impl EventSocket {
             event => Ok(Some(event)),
         }
     }
+}
+
+/// Offset of `nlmsg_pid` in a netlink message header.
+const NLMSG_PID_OFFSET: u32 = 12;
+/// Classic BPF opcodes (linux/filter.h): `BPF_LD | BPF_W | BPF_ABS` (load
+/// a word at an absolute offset), `BPF_JMP | BPF_JEQ | BPF_K` (jump if equal
+/// to k), `BPF_RET | BPF_K` (return k).
+const BPF_LD_W_ABS: u16 = 0x20;
+const BPF_JEQ_K: u16 = 0x15;
+const BPF_RET_K: u16 = 0x06;
+
+fn sock_filter(code: u16, jt: u8, jf: u8, k: u32) -> libc::sock_filter {
+    libc::sock_filter { code, jt, jf, k }
 }

@@ -119,7 +119,9 @@ pub fn start(
         .with_context(|| format!("sync socket on {}", config.syncdev))?;
     let conntrack = Conntrack::open().context("conntrack socket")?;
     let mut events = EventSocket::subscribe(DEFAULT_EVENT_BUFFER).context("conntrack events")?;
-    events.mark_ours(conntrack.port_id());
+    events
+        .ignore_ours(conntrack.port_id())
+        .context("filtering our own conntrack events")?;
     let session = new_session(&mut rand::thread_rng());
     let mut ignore = config.ignore.clone();
     // The sync traffic itself is never replicated.
