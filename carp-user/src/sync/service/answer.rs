@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use tracing::{info, warn};
 
-use super::Service;
+use super::{Service, replicated};
 use crate::clock::{self, Mono};
 use crate::sync::conntrack::Family;
 use crate::sync::wire::{DEFAULT_MTU_PAYLOAD, Message, RecordBatcher};
@@ -76,19 +76,11 @@ impl Service {
         // (about 60 bytes an entry, bounded by the conntrack table's size).
         let mut queue: VecDeque<Message> = VecDeque::new();
         let mut refused = 0u64;
-        let protocols = self.protocols.clone();
-        let ignore = self.ignore.clone();
-        let replicated = |flow: &crate::sync::Flow| {
-            let tuple = &flow.original;
-            protocols.contains(&tuple.proto)
-                && !ignore
-                    .iter()
-                    .any(|net| net.contains(&tuple.src) || net.contains(&tuple.dst))
-        };
-        let dumped = self
-            .conntrack
+        // Disjoint fields: the dump borrows the socket, the filter the rest.
+        let (conntrack, protocols, ignore) = (&mut self.conntrack, &self.protocols, &self.ignore);
+        let dumped = conntrack
             .dump_each(Family::Any, |flow| {
-                if !replicated(&flow) {
+                if !replicated(protocols, ignore, &flow.key()) {
                     return;
                 }
                 match batcher.push(flow) {

@@ -540,12 +540,7 @@ impl Service {
     }
 
     fn replicated(&self, key: &FlowKey) -> bool {
-        let tuple = &key.original;
-        self.protocols.contains(&tuple.proto)
-            && !self
-                .ignore
-                .iter()
-                .any(|net| net.contains(&tuple.src) || net.contains(&tuple.dst))
+        replicated(&self.protocols, &self.ignore, key)
     }
 
     async fn flush(&mut self) {
@@ -631,6 +626,16 @@ impl Service {
         self.status.entries = table_entries();
         self.status_tx.send_replace(self.status.clone());
     }
+}
+
+/// Whether a flow is the peer's business: one of the protocols, and no
+/// endpoint in an ignored network.
+fn replicated(protocols: &[u8], ignore: &[IpNet], key: &FlowKey) -> bool {
+    let tuple = &key.original;
+    protocols.contains(&tuple.proto)
+        && !ignore
+            .iter()
+            .any(|net| net.contains(&tuple.src) || net.contains(&tuple.dst))
 }
 
 /// Entries in this namespace's conntrack table.
