@@ -10,9 +10,9 @@ use std::net::{IpAddr, Ipv4Addr};
 use std::time::Duration;
 
 use carp::clock;
-use carp::net::{frames, multicast_virtual_mac, virtual_mac};
+use carp::net::{multicast_virtual_mac, virtual_mac};
 use carp_common::{BALANCE_IP, BalanceGroup, Verdict};
-use common::{Harness, LOOPBACK, XDP_DROP, XDP_PASS, ethernet};
+use common::{CLIENT_MAC, Harness, LOOPBACK, XDP_DROP, XDP_PASS, arp_frame, ipv4_frame};
 
 const XDP_TX: u32 = 3;
 /// The group: vhid 3 leads, vhid 4 is the second node.
@@ -28,7 +28,6 @@ const TO_SECOND: Ipv4Addr = Ipv4Addr::new(192, 0, 2, 101);
 /// A host behind the gateway: 100 ^ 7 is odd, 101 ^ 7 even.
 const SERVER: Ipv4Addr = Ipv4Addr::new(198, 51, 100, 7);
 const CARPDEV_MAC: [u8; 6] = [0x02, 0, 0, 0, 0, 0x0d];
-const CLIENT_MAC: [u8; 6] = [0x02, 0, 0, 0, 0, 0x64];
 const ROGUE_MAC: [u8; 6] = [0x02, 0, 0, 0, 0, 0x66];
 const LIVE: Duration = Duration::from_mins(1);
 
@@ -74,31 +73,6 @@ fn roles(harness: &mut Harness, leader: bool, second: bool) {
     }
 }
 
-/// A frame from the client's MAC to `mac`, with an IPv4 packet.
-fn ipv4(mac: [u8; 6], from: Ipv4Addr, to: Ipv4Addr) -> Vec<u8> {
-    let mut ip = vec![0x45, 0, 0, 28, 0, 0, 0x40, 0, 64, 17, 0, 0];
-    ip.extend_from_slice(&from.octets());
-    ip.extend_from_slice(&to.octets());
-    ip.extend_from_slice(&[0u8; 8]);
-    let mut frame = ethernet(frames::ETHERTYPE_IPV4, &ip);
-    frame[0..6].copy_from_slice(&mac);
-    frame[6..12].copy_from_slice(&CLIENT_MAC);
-    frame
-}
-
-/// An ARP frame (`op` 1 request, 2 reply) from `sender` at `sender_mac`.
-fn arp(op: u8, sender_mac: [u8; 6], sender: Ipv4Addr, target: Ipv4Addr) -> Vec<u8> {
-    let mut payload = vec![0, 1, 0x08, 0x00, 6, 4, 0, op];
-    payload.extend_from_slice(&sender_mac);
-    payload.extend_from_slice(&sender.octets());
-    payload.extend_from_slice(&[0u8; 6]);
-    payload.extend_from_slice(&target.octets());
-    let mut frame = ethernet(frames::ETHERTYPE_ARP, &payload);
-    frame[0..6].copy_from_slice(&frames::BROADCAST_MAC);
-    frame[6..12].copy_from_slice(&sender_mac);
-    frame
-}
-
 #[test]
 fn the_packets_addresses_pick_the_node_whose_role_decides() {
     let mut harness = harness();
@@ -106,42 +80,42 @@ fn the_packets_addresses_pick_the_node_whose_role_decides() {
     let cases = [
         (
             "to the VIP, leader's share",
-            ipv4(shared_mac(), TO_LEADER, VIP),
+            ipv4_frame(shared_mac(), TO_LEADER, VIP),
             XDP_PASS,
             LEADER,
             Verdict::Owned,
         ),
         (
             "to the VIP, second's share",
-            ipv4(shared_mac(), TO_SECOND, VIP),
+            ipv4_frame(shared_mac(), TO_SECOND, VIP),
             XDP_DROP,
             SECOND,
             Verdict::NotOwned,
         ),
         (
             "through the gateway, leader's share",
-            ipv4(shared_mac(), TO_SECOND, SERVER),
+            ipv4_frame(shared_mac(), TO_SECOND, SERVER),
             XDP_PASS,
             LEADER,
             Verdict::Owned,
         ),
         (
             "through the gateway, second's share",
-            ipv4(shared_mac(), TO_LEADER, SERVER),
+            ipv4_frame(shared_mac(), TO_LEADER, SERVER),
             XDP_DROP,
             SECOND,
             Verdict::NotOwned,
         ),
         (
             "to the VIP by another MAC, leader's share",
-            ipv4(CARPDEV_MAC, TO_LEADER, VIP),
+            ipv4_frame(CARPDEV_MAC, TO_LEADER, VIP),
             XDP_PASS,
             LEADER,
             Verdict::Owned,
         ),
         (
             "to the VIP by another MAC, second's share",
-            ipv4(CARPDEV_MAC, TO_SECOND, VIP),
+            ipv4_frame(CARPDEV_MAC, TO_SECOND, VIP),
             XDP_DROP,
             SECOND,
             Verdict::NotOwned,
@@ -171,7 +145,7 @@ fn the_packets_addresses_pick_the_node_whose_role_decides() {
 fn accepted_frames_for_the_shared_mac_are_readdressed_to_the_carpdev() {
     let mut harness = harness();
     roles(&mut harness, true, false);
-    let frame = ipv4(shared_mac(), TO_LEADER, VIP);
+    let frame = ipv4_frame(shared_mac(), TO_LEADER, VIP);
     let run = harness
         .dataplane
         .run_on_frame(&frame, 1)
@@ -184,7 +158,7 @@ fn accepted_frames_for_the_shared_mac_are_readdressed_to_the_carpdev() {
     );
     assert_eq!(&run.frame[6..], &frame[6..], "nothing else changes");
     // Addressed to another MAC, the frame is left alone.
-    let direct = ipv4(CARPDEV_MAC, TO_LEADER, VIP);
+    let direct = ipv4_frame(CARPDEV_MAC, TO_LEADER, VIP);
     let run = harness
         .dataplane
         .run_on_frame(&direct, 1)
@@ -208,7 +182,7 @@ fn in_the_unicast_modes_the_carp_interface_takes_the_frame_as_is() {
         .add_balance_group(LOOPBACK, &group)
         .expect("the group map takes a group");
     roles(&mut harness, true, false);
-    let frame = ipv4(virtual_mac(LEADER), TO_LEADER, VIP);
+    let frame = ipv4_frame(virtual_mac(LEADER), TO_LEADER, VIP);
     let run = harness
         .dataplane
         .run_on_frame(&frame, 1)
@@ -216,7 +190,7 @@ fn in_the_unicast_modes_the_carp_interface_takes_the_frame_as_is() {
     assert_eq!((run.action, run.frame), (XDP_PASS, frame));
     harness.expect(
         "the second node's share",
-        &ipv4(virtual_mac(LEADER), TO_SECOND, VIP),
+        &ipv4_frame(virtual_mac(LEADER), TO_SECOND, VIP),
         XDP_DROP,
         Some((SECOND, Verdict::NotOwned)),
     );
@@ -226,7 +200,7 @@ fn in_the_unicast_modes_the_carp_interface_takes_the_frame_as_is() {
 fn the_node_a_requester_hashes_to_answers_arp_for_the_shared_vip() {
     let mut harness = harness();
     roles(&mut harness, true, false);
-    let request = arp(1, CLIENT_MAC, TO_LEADER, VIP);
+    let request = arp_frame(1, CLIENT_MAC, TO_LEADER, VIP);
     harness.expect(
         "ARP request, leader's share",
         &request,
@@ -237,7 +211,7 @@ fn the_node_a_requester_hashes_to_answers_arp_for_the_shared_vip() {
         .dataplane
         .run_on_frame(&request, 1)
         .expect("the test run works");
-    let mut reply = arp(2, shared_mac(), VIP, TO_LEADER);
+    let mut reply = arp_frame(2, shared_mac(), VIP, TO_LEADER);
     reply[0..6].copy_from_slice(&CLIENT_MAC);
     reply[6..12].copy_from_slice(&CARPDEV_MAC);
     reply[32..38].copy_from_slice(&CLIENT_MAC);
@@ -248,7 +222,7 @@ fn the_node_a_requester_hashes_to_answers_arp_for_the_shared_vip() {
 
     harness.expect(
         "ARP request, second's share",
-        &arp(1, CLIENT_MAC, TO_SECOND, VIP),
+        &arp_frame(1, CLIENT_MAC, TO_SECOND, VIP),
         XDP_DROP,
         Some((SECOND, Verdict::NotOwned)),
     );
@@ -256,13 +230,13 @@ fn the_node_a_requester_hashes_to_answers_arp_for_the_shared_vip() {
     // claiming the VIP while we own the leader is a conflict.
     harness.expect(
         "gratuitous ARP for the shared MAC",
-        &arp(1, shared_mac(), VIP, VIP),
+        &arp_frame(1, shared_mac(), VIP, VIP),
         XDP_PASS,
         None,
     );
     harness.expect(
         "a rogue claims the shared VIP",
-        &arp(2, ROGUE_MAC, VIP, TO_LEADER),
+        &arp_frame(2, ROGUE_MAC, VIP, TO_LEADER),
         XDP_PASS,
         Some((LEADER, Verdict::Claim)),
     );
@@ -277,17 +251,25 @@ fn a_stale_agent_owns_no_share() {
         .beat(clock::now().saturating_sub(LIVE * 2), LIVE)
         .expect("the heartbeat map takes a beat");
     for (what, frame, vhid) in [
-        ("leader's share", ipv4(shared_mac(), TO_LEADER, VIP), LEADER),
-        ("second's share", ipv4(shared_mac(), TO_SECOND, VIP), SECOND),
+        (
+            "leader's share",
+            ipv4_frame(shared_mac(), TO_LEADER, VIP),
+            LEADER,
+        ),
+        (
+            "second's share",
+            ipv4_frame(shared_mac(), TO_SECOND, VIP),
+            SECOND,
+        ),
         (
             "ARP, leader's share",
-            arp(1, CLIENT_MAC, TO_LEADER, VIP),
+            arp_frame(1, CLIENT_MAC, TO_LEADER, VIP),
             LEADER,
         ),
         // A node's own virtual MAC follows its own role.
         (
             "second's virtual MAC",
-            ipv4(virtual_mac(SECOND), TO_LEADER, SERVER),
+            ipv4_frame(virtual_mac(SECOND), TO_LEADER, SERVER),
             SECOND,
         ),
     ] {

@@ -10,13 +10,15 @@ use std::time::Duration;
 use carp::clock;
 use carp::net::frames;
 use carp_common::{CARPDEV_HOMES, Verdict};
-use common::{Harness, LOOPBACK, RECEIVE_TIMEOUT, VHID, XDP_DROP, XDP_PASS, ethernet};
+use common::{
+    CLIENT_MAC, Harness, LOOPBACK, RECEIVE_TIMEOUT, VHID, XDP_DROP, XDP_PASS, addressed, arp_frame,
+    ipv4_frame,
+};
 
 const VIP4: Ipv4Addr = Ipv4Addr::new(192, 0, 2, 1);
 const VIP6: Ipv6Addr = Ipv6Addr::new(0x2001, 0xdb8, 0, 0, 0, 0, 0, 1);
 const OTHER4: Ipv4Addr = Ipv4Addr::new(192, 0, 2, 77);
 const CLIENT4: Ipv4Addr = Ipv4Addr::new(192, 0, 2, 100);
-const CLIENT_MAC: [u8; 6] = [0x02, 0, 0, 0, 0, 0x64];
 const ROGUE_MAC: [u8; 6] = [0x02, 0, 0, 0, 0, 0x66];
 /// Long enough that the beat cannot go stale during a test.
 const LIVE: Duration = Duration::from_mins(1);
@@ -48,11 +50,7 @@ fn set_master(harness: &mut Harness, master: bool) {
 
 /// An Ethernet frame from the client to `mac` with an IPv4 packet to `to`.
 fn ipv4_to(mac: [u8; 6], to: Ipv4Addr) -> Vec<u8> {
-    let mut ip = vec![0x45, 0, 0, 28, 0, 0, 0x40, 0, 64, 17, 0, 0];
-    ip.extend_from_slice(&CLIENT4.octets());
-    ip.extend_from_slice(&to.octets());
-    ip.extend_from_slice(&[0u8; 8]);
-    addressed(mac, frames::ETHERTYPE_IPV4, &ip)
+    ipv4_frame(mac, CLIENT4, to)
 }
 
 fn ipv6_to(to: Ipv6Addr, next_header: u8, payload: &[u8]) -> Vec<u8> {
@@ -75,26 +73,6 @@ fn neighbour(kind: u8, target: Ipv6Addr, from: [u8; 6]) -> Vec<u8> {
     frame
 }
 
-/// An ARP frame: `op` 1 request, 2 reply.
-fn arp(op: u8, sender_mac: [u8; 6], sender: Ipv4Addr, target: Ipv4Addr) -> Vec<u8> {
-    let mut payload = vec![0, 1, 0x08, 0x00, 6, 4, 0, op];
-    payload.extend_from_slice(&sender_mac);
-    payload.extend_from_slice(&sender.octets());
-    payload.extend_from_slice(&[0u8; 6]);
-    payload.extend_from_slice(&target.octets());
-    let mut frame = addressed(frames::BROADCAST_MAC, frames::ETHERTYPE_ARP, &payload);
-    frame[6..12].copy_from_slice(&sender_mac);
-    frame
-}
-
-/// `ethernet` with another destination MAC.
-fn addressed(destination: [u8; 6], ethertype: u16, payload: &[u8]) -> Vec<u8> {
-    let mut frame = ethernet(ethertype, payload);
-    frame[0..6].copy_from_slice(&destination);
-    frame[6..12].copy_from_slice(&CLIENT_MAC);
-    frame
-}
-
 fn virtual_mac() -> [u8; 6] {
     carp::net::virtual_mac(VHID)
 }
@@ -111,7 +89,10 @@ fn owner_only() -> Vec<(&'static str, Vec<u8>)> {
             "anything to the virtual MAC",
             ipv4_to(virtual_mac(), OTHER4),
         ),
-        ("ARP request for the VIP", arp(1, CLIENT_MAC, CLIENT4, VIP4)),
+        (
+            "ARP request for the VIP",
+            arp_frame(1, CLIENT_MAC, CLIENT4, VIP4),
+        ),
         ("IPv6 to the VIP", ipv6_to(VIP6, 17, &[0u8; 8])),
         (
             "neighbour solicitation for the VIP",
@@ -168,7 +149,7 @@ fn other_traffic_passes_uncounted_in_either_role() {
             ("IPv4 to another address", ipv4_to(CLIENT_MAC, OTHER4)),
             (
                 "ARP request for another address",
-                arp(1, CLIENT_MAC, CLIENT4, OTHER4),
+                arp_frame(1, CLIENT_MAC, CLIENT4, OTHER4),
             ),
             (
                 "IPv6 to another address",
@@ -274,13 +255,13 @@ fn a_foreign_mac_claiming_our_vip_reaches_the_agent() {
     set_master(&mut harness, true);
     harness.expect(
         "gratuitous ARP from the virtual MAC",
-        &arp(1, virtual_mac(), VIP4, VIP4),
+        &arp_frame(1, virtual_mac(), VIP4, VIP4),
         XDP_PASS,
         None,
     );
     harness.expect(
         "ARP reply from a rogue MAC",
-        &arp(2, ROGUE_MAC, VIP4, CLIENT4),
+        &arp_frame(2, ROGUE_MAC, VIP4, CLIENT4),
         XDP_PASS,
         Some((VHID, Verdict::Claim)),
     );
@@ -304,7 +285,7 @@ fn a_foreign_mac_claiming_our_vip_reaches_the_agent() {
     set_master(&mut harness, false);
     harness.expect(
         "ARP reply from a rogue MAC to a BACKUP",
-        &arp(2, ROGUE_MAC, VIP4, CLIENT4),
+        &arp_frame(2, ROGUE_MAC, VIP4, CLIENT4),
         XDP_PASS,
         None,
     );

@@ -363,18 +363,13 @@ fn a_bulk_of_a_hundred_thousand_entries_arrives_complete() -> anyhow::Result<()>
     cluster.wait_steady("gw1", "gw2", STEADY_TIMEOUT)?;
     cluster.signal("gw2", Signal::SIGTERM)?;
     cluster.wait_exit("gw2", STEADY_TIMEOUT)?;
-    let populated = Command::new("ip")
-        .args(["netns", "exec", cluster.netns("gw1")?.name()])
-        .arg(env!("CARGO_BIN_EXE_carp-sync-inject"))
-        .args(["--dev", "eth-sync", "--local", "10.0.3.2", "--key-file"])
-        .arg(&key)
-        .args(["--count", &ENTRIES.to_string(), "populate"])
-        .output()?;
-    anyhow::ensure!(
-        populated.status.success(),
-        "populate: {}",
-        String::from_utf8_lossy(&populated.stderr)
-    );
+    inject(
+        &cluster,
+        "gw1",
+        "10.0.3.2",
+        &key,
+        &["--count", &ENTRIES.to_string(), "populate"],
+    )?;
     let restarted = Instant::now();
     cluster.restart("gw2", &options)?;
     let done = wait_for(Duration::from_mins(1), "gw2's bulk of 100k entries", || {

@@ -41,6 +41,38 @@ pub fn ethernet(ethertype: u16, payload: &[u8]) -> Vec<u8> {
     frame
 }
 
+/// The test client's MAC, the source of the frames below.
+pub const CLIENT_MAC: [u8; 6] = [0x02, 0, 0, 0, 0, 0x64];
+
+/// `ethernet` from the client's MAC to `destination`.
+pub fn addressed(destination: [u8; 6], ethertype: u16, payload: &[u8]) -> Vec<u8> {
+    let mut frame = ethernet(ethertype, payload);
+    frame[0..6].copy_from_slice(&destination);
+    frame[6..12].copy_from_slice(&CLIENT_MAC);
+    frame
+}
+
+/// A frame from the client's MAC to `mac` with an IPv4 (UDP) packet.
+pub fn ipv4_frame(mac: [u8; 6], from: Ipv4Addr, to: Ipv4Addr) -> Vec<u8> {
+    let mut ip = vec![0x45, 0, 0, 28, 0, 0, 0x40, 0, 64, 17, 0, 0];
+    ip.extend_from_slice(&from.octets());
+    ip.extend_from_slice(&to.octets());
+    ip.extend_from_slice(&[0u8; 8]);
+    addressed(mac, frames::ETHERTYPE_IPV4, &ip)
+}
+
+/// A broadcast ARP frame (`op` 1 request, 2 reply) from `sender_mac`.
+pub fn arp_frame(op: u8, sender_mac: [u8; 6], sender: Ipv4Addr, target: Ipv4Addr) -> Vec<u8> {
+    let mut payload = vec![0, 1, 0x08, 0x00, 6, 4, 0, op];
+    payload.extend_from_slice(&sender_mac);
+    payload.extend_from_slice(&sender.octets());
+    payload.extend_from_slice(&[0u8; 6]);
+    payload.extend_from_slice(&target.octets());
+    let mut frame = addressed(frames::BROADCAST_MAC, frames::ETHERTYPE_ARP, &payload);
+    frame[6..12].copy_from_slice(&sender_mac);
+    frame
+}
+
 pub fn ipv4_advert(carp: &[u8; CARP_HEADER_LEN]) -> Vec<u8> {
     ethernet(
         frames::ETHERTYPE_IPV4,
