@@ -75,6 +75,11 @@ impl VhidKey {
 pub const ROLE_BACKUP: u8 = 0;
 /// `VhidState::role` while this node is MASTER of the vhid.
 pub const ROLE_MASTER: u8 = 1;
+/// `VhidState::role` of a MASTER whose agent stopped beating: the XDP
+/// watchdog turns every `ROLE_MASTER` into this when the agent's heartbeat
+/// outlives its bound (fail closed), and the agent writes its roles again
+/// at its next beat. Not owned; its drops count as `Verdict::AgentStale`.
+pub const ROLE_STALE: u8 = 2;
 
 /// An entry of the `CARP_VHIDS` array, at `Carpdev::vhids + vhid`: whether
 /// the vhid is configured on the carpdev, this node's role for it, and
@@ -87,7 +92,8 @@ pub const ROLE_MASTER: u8 = 1;
 #[repr(C)]
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
 pub struct VhidState {
-    /// `ROLE_BACKUP` or `ROLE_MASTER`; anything else counts as backup.
+    /// `ROLE_BACKUP`, `ROLE_MASTER` or `ROLE_STALE`; anything else counts
+    /// as backup.
     pub role: u8,
     /// 1 if this vhid leads a balanced group, whose entry in
     /// `CARP_BALANCED` is at `group`: frames for its MAC are split across
@@ -302,10 +308,15 @@ pub struct BalanceGroup {
 /// 1). The agent runs the XDP program over one at every beat through
 /// `BPF_PROG_TEST_RUN`, which presents it on the loopback device, where the
 /// program is never attached: after the Ethernet header, `beat_ns` then
-/// `bound_ns` (`AgentHeartbeat`), native byte order.
+/// `bound_ns` (`AgentHeartbeat`), native byte order, then 8 bytes where the
+/// program answers with `BEAT_EXPIRIES_AT`.
 pub const ETH_P_CARP_BEAT: u16 = 0x88b5;
-/// A heartbeat frame: Ethernet header and two u64.
-pub const BEAT_FRAME_LEN: usize = 14 + 16;
+/// A heartbeat frame: Ethernet header and three u64.
+pub const BEAT_FRAME_LEN: usize = 14 + 24;
+/// Where the program writes, in the heartbeat frame it took, how many
+/// times its watchdog has run out (demoting every MASTER to `ROLE_STALE`):
+/// a count the agent has not seen means its roles must be written again.
+pub const BEAT_EXPIRIES_AT: usize = 14 + 16;
 
 /// The single entry of the `CARP_AGENT` array: the agent's heartbeat.
 /// Written by the agent, read by the XDP program, which treats every VIP as

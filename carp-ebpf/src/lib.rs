@@ -15,7 +15,7 @@
 
 use carp_common::{
     BalanceGroup, CARP_HEADER_LEN, CARP_TTL, CARP_TYPE_ADVERTISEMENT, CARP_VERSION, MAX_NODES,
-    ROLE_MASTER, Verdict, VhidState,
+    ROLE_MASTER, ROLE_STALE, Verdict, VhidState,
 };
 
 /// IPv4 flags and fragment offset field (host order): MF and the offset.
@@ -93,18 +93,26 @@ pub fn ones_complement_sum(header: &[u8; CARP_HEADER_LEN]) -> u16 {
     (sum & 0xffff) as u16
 }
 
-/// Whether a vhid in `state` is ours now: MASTER, and the agent alive
-/// (`alive()`: the watchdog its heartbeats keep armed has not run out). A
-/// dead agent can never leave us answering for addresses the peer now owns
-/// (fail closed). The watchdog is read only for a MASTER.
-pub fn owned(state: VhidState, alive: impl FnOnce() -> bool) -> Result<(), Verdict> {
-    if state.role != ROLE_MASTER {
-        return Err(Verdict::NotOwned);
+/// Whether a vhid in `state` is ours now: MASTER. The watchdog turns a
+/// MASTER into `ROLE_STALE` when the agent stops beating, so a dead agent
+/// can never leave us answering for addresses the peer now owns (fail
+/// closed), and the packet path reads nothing but the role.
+pub fn owned(state: VhidState) -> Result<(), Verdict> {
+    match state.role {
+        ROLE_MASTER => Ok(()),
+        ROLE_STALE => Err(Verdict::AgentStale),
+        _ => Err(Verdict::NotOwned),
     }
-    if !alive() {
-        return Err(Verdict::AgentStale);
+}
+
+/// The role the watchdog leaves when the agent's heartbeat runs out:
+/// `ROLE_STALE` for a MASTER, the role unchanged otherwise.
+pub fn expired_role(role: u8) -> u8 {
+    if role == ROLE_MASTER {
+        ROLE_STALE
+    } else {
+        role
     }
-    Ok(())
 }
 
 /// How much longer the agent counts as alive after a heartbeat stamped
@@ -287,13 +295,23 @@ mod tests {
     fn ownership_needs_master_and_a_live_agent() {
         let master = VhidState::configured(0, None).with_role(true);
         let backup = VhidState::configured(0, None);
-        assert_eq!(owned(master, || true), Ok(()));
-        assert_eq!(owned(master, || false), Err(Verdict::AgentStale));
-        assert_eq!(owned(backup, || true), Err(Verdict::NotOwned));
+        assert_eq!(owned(master), Ok(()));
+        assert_eq!(owned(backup), Err(Verdict::NotOwned));
+        let stale = VhidState {
+            role: expired_role(master.role),
+            ..master
+        };
+        assert_eq!(owned(stale), Err(Verdict::AgentStale));
         let odd_role = VhidState { role: 7, ..master };
-        assert_eq!(owned(odd_role, || true), Err(Verdict::NotOwned));
-        let unread = || -> bool { panic!("the watchdog was read for a BACKUP") };
-        assert_eq!(owned(backup, unread), Err(Verdict::NotOwned));
+        assert_eq!(owned(odd_role), Err(Verdict::NotOwned));
+    }
+
+    #[test]
+    fn the_watchdog_demotes_only_masters() {
+        assert_eq!(expired_role(ROLE_MASTER), ROLE_STALE);
+        for role in (0..=u8::MAX).filter(|&role| role != ROLE_MASTER) {
+            assert_eq!(expired_role(role), role, "role {role}");
+        }
     }
 
     #[test]

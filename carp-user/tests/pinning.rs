@@ -3,6 +3,9 @@
 //! second load adopts the pinned maps with their contents, and that
 //! clearing removes carpd's pins only. Needs root (BPF, mount).
 
+mod common;
+
+use std::net::Ipv4Addr;
 use std::path::Path;
 use std::time::Duration;
 
@@ -66,8 +69,8 @@ fn a_live_pin_is_adopted_with_its_roles_and_a_stale_one_is_not() {
     {
         let mut first = load(&pins);
         first.add_vhid(IFINDEX, VHID, false).expect("vhid");
-        first.set_role(IFINDEX, VHID, true).expect("role");
         first.beat(clock::now(), BOUND).expect("beat");
+        first.set_role(IFINDEX, VHID, true).expect("role");
         // `first` goes: its maps stay pinned.
     }
     let Previous::Live(state) = pins.inspect(clock::now()).expect("inspect") else {
@@ -119,4 +122,42 @@ fn maps_of_another_shape_are_foreign_and_clearing_keeps_what_is_not_ours() {
         matches!(pins.inspect(clock::now()), Ok(Previous::Nothing)),
         "cleared means nothing to resume"
     );
+}
+
+/// A successor carpd takes the pinned watchdog over with its first beat,
+/// then dies before it has replaced any link. The predecessor's program,
+/// still attached, must fail closed when the successor's bound runs out:
+/// both programs share the timer and the roles it demotes.
+#[test]
+fn a_successor_that_dies_after_its_first_beat_leaves_no_owner() {
+    const SHORT: Duration = Duration::from_millis(100);
+    /// Well under `BOUND`: the successor's timer, not ours, must end it.
+    const TIMEOUT: Duration = Duration::from_secs(2);
+    let bpffs = Bpffs::new();
+    let pins = bpffs.pins();
+    let mut first = load(&pins);
+    first.add_vhid(IFINDEX, VHID, false).expect("vhid");
+    first.beat(clock::now(), BOUND).expect("beat");
+    first.set_role(IFINDEX, VHID, true).expect("role");
+    let frame = common::ipv4_frame(
+        carp::net::virtual_mac(VHID),
+        Ipv4Addr::new(192, 0, 2, 100),
+        Ipv4Addr::new(192, 0, 2, 1),
+    );
+    let action = |dataplane: &Dataplane| dataplane.run_on_frame(&frame, 1).expect("run").action;
+    assert_eq!(action(&first), common::XDP_PASS, "MASTER with a live agent");
+    {
+        let mut second = load(&pins);
+        second
+            .beat(clock::now(), SHORT)
+            .expect("the successor's first beat");
+    }
+    let died = clock::now();
+    while action(&first) != common::XDP_DROP {
+        assert!(
+            clock::now() < died + TIMEOUT,
+            "the predecessor's program still owns the vhid {TIMEOUT:?} after its successor died"
+        );
+        std::thread::sleep(Duration::from_millis(5));
+    }
 }

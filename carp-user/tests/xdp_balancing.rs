@@ -273,6 +273,8 @@ fn a_stale_agent_owns_no_share() {
             SECOND,
         ),
     ] {
+        // The watchdog demotes the roles from its timer, just after the beat.
+        harness.poll_until(what, &frame, XDP_DROP, None);
         harness.expect(what, &frame, XDP_DROP, Some((vhid, Verdict::AgentStale)));
     }
 }

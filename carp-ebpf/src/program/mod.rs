@@ -13,10 +13,9 @@
 //! lookup is a call, dearer than the rest of the path together). The one
 //! hash map left there, `CARP_VIPS`, sits behind a bitmap that turns other
 //! addresses away first. Nothing is called out of line (keys with zeroed
-//! bytes are written as words: see `vip_key`). What remains on the paths
-//! a MASTER passes is the clock read of the fail-closed check, a helper
-//! call that costs more than the rest of the path. `cargo xtask bench xdp`
-//! measures all of it.
+//! bytes are written as words: see `vip_key`), and the fail-closed check
+//! costs nothing per packet: the watchdog demotes the roles themselves
+//! (watchdog.rs). `cargo xtask bench xdp` measures all of it.
 //!
 //! Helpers are inlined: BPF calls take at most five register arguments.
 
@@ -114,9 +113,9 @@ pub fn bare_pass(_ctx: XdpContext) -> u32 {
     xdp_action::XDP_PASS
 }
 
-/// `bare_pass` plus the one clock read the fail-closed check makes for
-/// every packet a MASTER passes: the floor of those paths, which
-/// `cargo xtask bench xdp` shows next to them. carpd never loads it.
+/// `bare_pass` plus one clock read (a helper call), which the advert path
+/// makes to timestamp and which a per-packet fail-closed check would cost:
+/// `cargo xtask bench xdp` shows it next to the paths. carpd never loads it.
 #[xdp]
 pub fn clock_pass(_ctx: XdpContext) -> u32 {
     // SAFETY: a helper without arguments or side effects.

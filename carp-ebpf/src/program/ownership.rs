@@ -235,7 +235,7 @@ fn answer_balanced(
     let Some(state) = vhid_state(carpdev, node) else {
         return drop_counted(leader_row, Verdict::NotOwned);
     };
-    if let Err(verdict) = owned(state, super::watchdog::alive) {
+    if let Err(verdict) = owned(state) {
         return drop_counted(state.counters, verdict);
     }
     let Some(request) = read::<[u8; ARP_FRAME_LEN]>(ctx, 0) else {
@@ -286,7 +286,7 @@ fn vip(ifindex: u32, address: &[u8; 16]) -> Option<(u8, VhidState)> {
 /// Pass and count while we own the vhid; drop and count why not otherwise.
 #[inline(always)]
 fn decide(state: VhidState) -> u32 {
-    match owned(state, super::watchdog::alive) {
+    match owned(state) {
         Ok(()) => counted(state.counters, Verdict::Owned, xdp_action::XDP_PASS),
         Err(verdict) => drop_counted(state.counters, verdict),
     }
@@ -309,7 +309,7 @@ fn note_claim(vhid: u8, state: VhidState, key: &VipKey, mac: [u8; 6], expected: 
         },
         0,
     );
-    if mac == expected || owned(state, super::watchdog::alive).is_err() {
+    if mac == expected || owned(state).is_err() {
         return xdp_action::XDP_PASS;
     }
     if let Some(mut entry) = CARP_CLAIMS.reserve::<ClaimEvent>(0) {

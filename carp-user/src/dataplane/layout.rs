@@ -195,6 +195,15 @@ impl Layout {
         })
     }
 
+    /// The entry of every configured vhid as the agent holds it, with the
+    /// carpdev and vhid it is for.
+    pub fn vhid_writes(&self) -> impl Iterator<Item = (u32, u8, VhidWrite)> + '_ {
+        self.vhids.iter().filter_map(|(&(ifindex, vhid), &state)| {
+            let index = self.index(ifindex, vhid).ok()?;
+            Some((ifindex, vhid, VhidWrite { index, state }))
+        })
+    }
+
     /// Every counter row in use and what it counts.
     pub fn rows(&self) -> impl Iterator<Item = CounterRow> + '_ {
         let carpdevs = self.carpdevs.iter().map(|(ifindex, placed)| CounterRow {
@@ -241,6 +250,9 @@ impl Layout {
             for number in 1..=u8::MAX {
                 let state = vhid(carpdev.vhids + u32::from(number))?;
                 if state.is_configured() {
+                    // A role the watchdog demoted is no one's: the agent
+                    // decides again.
+                    let state = state.with_role(state.is_master());
                     layout.vhids.insert((carpdev.ifindex, number), state);
                     if let Some(group) = state.led_group() {
                         layout.groups.insert((carpdev.ifindex, number), group);

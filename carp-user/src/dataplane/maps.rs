@@ -7,8 +7,8 @@ use std::time::Duration;
 
 use aya::maps::{Array, HashMap, MapData, PerCpuArray};
 use carp_common::{
-    AgentHeartbeat, BEAT_FRAME_LEN, BalanceGroup, Carpdev, ETH_P_CARP_BEAT, Verdict, VhidState,
-    VipKey, VipOwner, counter_index, vip_filter_bit,
+    AgentHeartbeat, BEAT_EXPIRIES_AT, BEAT_FRAME_LEN, BalanceGroup, Carpdev, ETH_P_CARP_BEAT,
+    Verdict, VhidState, VipKey, VipOwner, counter_index, vip_filter_bit,
 };
 
 use super::layout::{self, Home, Layout, VhidWrite};
@@ -107,9 +107,26 @@ impl Dataplane {
     /// This node's role for a configured vhid: one map write, so the
     /// datapath sees every VIP and the virtual MAC change hands at the
     /// same instant.
+    ///
+    /// A MASTER role is written only under an armed watchdog: a beat first
+    /// (with the last bound), so that the agent dying right after can never
+    /// leave the role owned with no timer to demote it.
     pub fn set_role(&mut self, ifindex: u32, vhid: u8, master: bool) -> Result<(), DataplaneError> {
+        if master {
+            let bound = self.bound.ok_or(DataplaneError::NoHeartbeat)?;
+            self.beat(crate::clock::now(), bound)?;
+        }
         let write = self.layout.set_role(ifindex, vhid, master)?;
         self.write_vhid(ifindex, vhid, write)
+    }
+
+    /// Writes every configured vhid's entry as the agent holds it: after
+    /// the watchdog demoted the roles (or before we know it did not).
+    fn rewrite_roles(&mut self) -> Result<(), DataplaneError> {
+        for (ifindex, vhid, write) in self.layout.vhid_writes().collect::<Vec<_>>() {
+            self.write_vhid(ifindex, vhid, write)?;
+        }
+        Ok(())
     }
 
     /// Tells the program about a balanced group (carpnodes) led by
@@ -188,7 +205,8 @@ impl Dataplane {
     /// The agent is alive at `now`; the program treats nothing as owned
     /// once a beat is older than `bound`. The beat is recorded (for the
     /// next carpd to judge the pins by) and handed to the program, which
-    /// re-arms its watchdog timer with it.
+    /// re-arms its watchdog timer with it. If the watchdog ran out since
+    /// the last beat (or this is our first), the roles are written again.
     pub fn beat(&mut self, now: Mono, bound: Duration) -> Result<(), DataplaneError> {
         let error = map_error(AGENT_MAP);
         let mut agent: Array<&mut MapData, AgentHeartbeat> =
@@ -204,12 +222,21 @@ impl Dataplane {
         frame[14..22].copy_from_slice(&heartbeat.beat_ns.to_ne_bytes());
         frame[22..30].copy_from_slice(&heartbeat.bound_ns.to_ne_bytes());
         let run = self.run_on_frame(&frame, 1)?;
-        // XDP_DROP: armed (or, for a beat already past its bound, cleared).
-        if run.action == XDP_DROP {
-            Ok(())
-        } else {
-            Err(DataplaneError::Watchdog(run.action))
+        // XDP_DROP: armed, and the expiry count written into the frame.
+        let expiries = run
+            .frame
+            .get(BEAT_EXPIRIES_AT..BEAT_FRAME_LEN)
+            .and_then(|bytes| bytes.try_into().ok())
+            .map(u64::from_ne_bytes);
+        let (XDP_DROP, Some(expiries)) = (run.action, expiries) else {
+            return Err(DataplaneError::Watchdog(run.action));
+        };
+        self.bound = Some(bound);
+        if self.expiries != Some(expiries) {
+            self.rewrite_roles()?;
+            self.expiries = Some(expiries);
         }
+        Ok(())
     }
 
     /// Every counter that has counted a packet, summed over CPUs.

@@ -73,6 +73,8 @@ pub enum DataplaneError {
         "the XDP program did not take the heartbeat (action {0}): is the running kernel too old for BPF timers (5.15)?"
     )]
     Watchdog(u32),
+    #[error("a MASTER role needs an armed watchdog: the dataplane has had no heartbeat yet")]
+    NoHeartbeat,
     #[error(
         "this carpd was built without its XDP program (bpf-linker was missing): build it with `cargo xtask build`"
     )]
@@ -137,6 +139,10 @@ pub struct Dataplane {
     pins: Option<PinDir>,
     /// Where each carpdev and vhid is in the maps.
     layout: layout::Layout,
+    /// The bound of the last heartbeat, once there was one.
+    bound: Option<std::time::Duration>,
+    /// The watchdog's expiry count at the last heartbeat.
+    expiries: Option<u64>,
 }
 
 impl Dataplane {
@@ -159,6 +165,8 @@ impl Dataplane {
             attached: Vec::new(),
             pins: pins.cloned(),
             layout: layout::Layout::default(),
+            bound: None,
+            expiries: None,
         };
         // Pinned maps an earlier carpd filled: carry on where it put things.
         dataplane.layout = dataplane.read_layout()?;

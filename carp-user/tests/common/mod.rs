@@ -6,6 +6,7 @@
 use std::net::{Ipv4Addr, Ipv6Addr};
 use std::time::Duration;
 
+use carp::clock;
 use carp::dataplane::{AdvertReceiver, ClaimReceiver, Dataplane, ReceivedAdvert, XdpCounter};
 use carp::net::frames::{self, CARP_GROUP_V4, CARP_GROUP_V6};
 use carp::wire::Advertisement;
@@ -20,6 +21,8 @@ pub const SOURCE_V4: Ipv4Addr = Ipv4Addr::new(192, 0, 2, 2);
 pub const SOURCE_V6: Ipv6Addr = Ipv6Addr::new(0xfe80, 0, 0, 0, 0, 0, 0, 2);
 /// The record is in the ring before `test_run` returns; this only bounds a bug.
 pub const RECEIVE_TIMEOUT: Duration = Duration::from_secs(2);
+/// Timers fire late on a busy machine; only a bug takes this long.
+pub const EXPIRY_TIMEOUT: Duration = Duration::from_secs(5);
 
 pub fn header(vhid: u8) -> [u8; CARP_HEADER_LEN] {
     Advertisement {
@@ -155,6 +158,36 @@ impl Harness {
             })
             .map(|c| c.packets)
             .sum()
+    }
+
+    /// Runs `frame` (beating first with `beat` if given) until the
+    /// program answers `action`, for at most `EXPIRY_TIMEOUT`: the
+    /// watchdog's timer is in the kernel, with no event to await. When it
+    /// answered.
+    pub fn poll_until(
+        &mut self,
+        what: &str,
+        frame: &[u8],
+        action: u32,
+        beat: Option<Duration>,
+    ) -> clock::Mono {
+        let start = clock::now();
+        loop {
+            if let Some(bound) = beat {
+                self.dataplane.beat(clock::now(), bound).expect("beat");
+            }
+            let run = self.dataplane.run_on_frame(frame, 1).expect("run");
+            let now = clock::now();
+            if run.action == action {
+                return now;
+            }
+            assert!(
+                now < start + EXPIRY_TIMEOUT,
+                "{what}: still action {} after {EXPIRY_TIMEOUT:?}",
+                run.action
+            );
+            std::thread::sleep(Duration::from_millis(5));
+        }
     }
 
     /// Runs `frame` once and checks the action and which counter moved.
