@@ -630,6 +630,58 @@ fn events_report_real_traffic_and_mark_our_own_writes() {
     });
 }
 
+/// `ignore_ours`: the kernel drops the events of our own installs and
+/// deletes before they are queued (what keeps a bulk from overrunning the
+/// queue), and still delivers everyone else's. Events arrive in the order
+/// of the writes, so anything of ours would come before theirs.
+#[test]
+fn a_socket_that_ignores_our_writes_never_receives_them() {
+    let netns = Netns::new("ignore");
+    let _inside = netns.enter();
+    runtime().block_on(async {
+        let mut writer = Conntrack::open().expect("ctnetlink opens");
+        let mut other = Conntrack::open().expect("ctnetlink opens");
+        let mut events = EventSocket::subscribe(1 << 20).expect("subscribes");
+        events
+            .ignore_ours(writer.port_id())
+            .expect("the socket filter attaches");
+        let ours: Vec<Flow> = (0..200u16)
+            .map(|n| udp_flow(v4(10, 4, 0, 1), v4(10, 5, 0, 1), 20_000 + n, 53))
+            .collect();
+        assert_clean(
+            &writer.install(&ours).await.expect("install runs"),
+            "install",
+        );
+        let keys: Vec<FlowKey> = ours.iter().map(Flow::key).collect();
+        assert_clean(&writer.delete(&keys).await.expect("delete runs"), "delete");
+        let theirs = icmp_echo(v4(10, 4, 0, 1), v4(10, 5, 0, 1), 77);
+        assert_clean(
+            &other.install(&[theirs]).await.expect("install runs"),
+            "install",
+        );
+        let deadline = Instant::now() + PATIENCE;
+        let mut before = Vec::new();
+        loop {
+            let left = deadline.saturating_duration_since(Instant::now());
+            match tokio::time::timeout(left, events.next()).await {
+                Ok(Ok(Event::Upsert { flow, origin })) if flow.key() == theirs.key() => {
+                    assert_eq!(origin, Origin::Process(other.port_id()));
+                    break;
+                }
+                Ok(Ok(event)) => before.push(event),
+                Ok(Err(error)) => panic!("reading events failed: {error}"),
+                Err(elapsed) => panic!("another socket's install: {elapsed} ({PATIENCE:?})"),
+            }
+        }
+        assert!(
+            before.is_empty(),
+            "{} events reached the socket before theirs, first {:?}",
+            before.len(),
+            before.first()
+        );
+    });
+}
+
 #[test]
 fn an_overflowing_event_queue_reports_overrun_then_carries_on() {
     let netns = Netns::new("overrun");

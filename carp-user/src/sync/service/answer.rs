@@ -3,15 +3,23 @@
 //! complete answer from one that lost datagrams. Flow control: at most
 //! [`WINDOW_RECORDS`] records beyond the requester's last `BulkProgress`
 //! are in flight, so a bulk of any size never overruns its socket buffer.
+//!
+//! The table is read by a task of its own, on its own ctnetlink socket,
+//! and handed over in chunks as the kernel produces it: the first records
+//! leave while the rest of the table is still being read.
 
 use std::collections::VecDeque;
 use std::time::Duration;
 
+use ipnet::IpNet;
+use tokio::sync::mpsc;
+use tokio::task::JoinHandle;
 use tracing::{info, warn};
 
 use super::{Service, replicated};
 use crate::clock::{self, Mono};
-use crate::sync::conntrack::Family;
+use crate::sync::Flow;
+use crate::sync::conntrack::{Conntrack, Family};
 use crate::sync::wire::{DEFAULT_MTU_PAYLOAD, Message, RecordBatcher};
 
 /// Records in flight beyond the requester's acknowledgement: about 190
@@ -27,16 +35,38 @@ const ABANDON_AFTER: Duration = Duration::from_secs(10);
 /// Datagrams sent per turn of the service loop, so the rest of the
 /// service (updates, heartbeats) keeps running during a bulk.
 const BURST: usize = 64;
+/// Entries the table reader hands over at a time.
+const CHUNK: usize = 512;
 
 /// A bulk answer in flight.
 pub(super) struct Answer {
     request_id: u32,
-    /// `BulkRecords` messages, then the `BulkEnd`.
+    /// `BulkRecords` messages ready to go; the `BulkEnd` last, once the
+    /// table has been read.
     queue: VecDeque<Message>,
+    /// The table being read, while it is.
+    reading: Option<Reading>,
     sent_records: u32,
     acked_records: u32,
     last_progress: Mono,
-    total: u32,
+}
+
+/// The table reader of an answer and the records it has handed over.
+struct Reading {
+    chunks: mpsc::UnboundedReceiver<Vec<Flow>>,
+    batcher: RecordBatcher,
+    /// Entries the wire format cannot carry.
+    refused: u64,
+    _reader: Reader,
+}
+
+/// The reader's task: a superseded or abandoned answer stops reading.
+struct Reader(JoinHandle<()>);
+
+impl Drop for Reader {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
 }
 
 impl Answer {
@@ -44,22 +74,73 @@ impl Answer {
         self.sent_records.saturating_sub(self.acked_records) < WINDOW_RECORDS
     }
 
-    /// When the service must look at this answer again without news.
-    pub(super) fn deadline(&self) -> Mono {
-        self.last_progress + PROGRESS_TIMEOUT
+    /// When the service must look at this answer again without news: only
+    /// while it has something to send.
+    pub(super) fn deadline(&self) -> Option<Mono> {
+        (!self.queue.is_empty()).then_some(self.last_progress + PROGRESS_TIMEOUT)
     }
 
     /// Whether a burst may go out now.
     pub(super) fn ready(&self, now: Mono) -> bool {
-        self.window_open() || now >= self.deadline()
+        self.deadline()
+            .is_some_and(|deadline| self.window_open() || now >= deadline)
+    }
+
+    /// Whether the table is still being read.
+    pub(super) fn reading(&self) -> bool {
+        self.reading.is_some()
+    }
+}
+
+/// The next chunk of the table for the answer in flight; None once the
+/// reader is done. Never ready without a reader (the caller checks).
+pub(super) async fn next_chunk(answer: &mut Option<Answer>) -> Option<Vec<Flow>> {
+    match answer.as_mut().and_then(|answer| answer.reading.as_mut()) {
+        Some(reading) => reading.chunks.recv().await,
+        None => std::future::pending().await,
+    }
+}
+
+/// Reads the table on a socket of its own and hands over the flows the
+/// filter replicates, a chunk at a time; the channel closes at the end.
+async fn read_table(
+    protocols: Vec<u8>,
+    ignore: Vec<IpNet>,
+    chunks: mpsc::UnboundedSender<Vec<Flow>>,
+) {
+    let mut conntrack = match Conntrack::open() {
+        Ok(conntrack) => conntrack,
+        Err(error) => {
+            // The peer's bulk then ends short and it retries.
+            warn!("sync: opening ctnetlink for a bulk update: {error}");
+            return;
+        }
+    };
+    let mut chunk = Vec::with_capacity(CHUNK);
+    let dumped = conntrack
+        .dump_each(Family::Any, |flow| {
+            if replicated(&protocols, &ignore, &flow.key()) {
+                chunk.push(flow);
+                if chunk.len() == CHUNK {
+                    let _ = chunks.send(std::mem::replace(&mut chunk, Vec::with_capacity(CHUNK)));
+                }
+            }
+        })
+        .await;
+    if !chunk.is_empty() {
+        let _ = chunks.send(chunk);
+    }
+    if let Err(error) = dumped {
+        warn!("sync: reading the conntrack table for a bulk update: {error}");
     }
 }
 
 impl Service {
-    /// Reads the table for request `request_id` and queues the answer; the
-    /// service loop sends it as the requester's progress allows.
+    /// Starts the answer to request `request_id`: `BulkStart` at once, the
+    /// records as the table reader hands them over (`on_chunk`); the
+    /// service loop sends them as the requester's progress allows.
     pub(super) async fn answer_bulk(&mut self, request_id: u32) {
-        let Ok(mut batcher) = RecordBatcher::new(DEFAULT_MTU_PAYLOAD, request_id) else {
+        let Ok(batcher) = RecordBatcher::new(DEFAULT_MTU_PAYLOAD, request_id) else {
             return;
         };
         if let Some(previous) = self.answer.take() {
@@ -68,47 +149,60 @@ impl Service {
                 previous.request_id
             );
         }
-        // Started before the table is read: every update sent after this
+        // Sent before the table is read: every update sent after this
         // reaches the peer after the start, so the two together cover all.
         self.send(Message::BulkStart { request_id }).await;
-        // The kernel hands the dump over one netlink datagram at a time and
-        // the callback cannot wait on the socket: the encoded answer is kept
-        // (about 60 bytes an entry, bounded by the conntrack table's size).
-        let mut queue: VecDeque<Message> = VecDeque::new();
-        let mut refused = 0u64;
-        // Disjoint fields: the dump borrows the socket, the filter the rest.
-        let (conntrack, protocols, ignore) = (&mut self.conntrack, &self.protocols, &self.ignore);
-        let dumped = conntrack
-            .dump_each(Family::Any, |flow| {
-                if !replicated(protocols, ignore, &flow.key()) {
-                    return;
-                }
-                match batcher.push(flow) {
-                    Ok(Some(full)) => queue.push_back(full),
-                    Ok(None) => {}
-                    Err(_) => refused += 1,
-                }
-            })
-            .await;
-        if let Err(error) = dumped {
-            // The peer's bulk then ends short and it retries.
-            warn!("sync: reading the conntrack table for a bulk update: {error}");
-        }
-        let total = batcher.records();
-        let (last, end) = batcher.finish();
-        queue.extend(last);
-        queue.push_back(end);
-        if refused > 0 {
-            *self.status.drops.entry("unreplicable".into()).or_default() += refused;
-        }
+        // Unbounded, as the table is: the dump outruns the window, and
+        // what it has read waits here (about 60 bytes an entry).
+        let (sender, chunks) = mpsc::unbounded_channel();
+        let task = tokio::spawn(read_table(
+            self.protocols.clone(),
+            self.ignore.clone(),
+            sender,
+        ));
         self.answer = Some(Answer {
             request_id,
-            queue,
+            queue: VecDeque::new(),
+            reading: Some(Reading {
+                chunks,
+                batcher,
+                refused: 0,
+                _reader: Reader(task),
+            }),
             sent_records: 0,
             acked_records: 0,
             last_progress: clock::now(),
-            total,
         });
+    }
+
+    /// A chunk of the table for the answer in flight, or (None) the end of
+    /// it: the records are queued, and after the last one the `BulkEnd`.
+    pub(super) fn on_chunk(&mut self, chunk: Option<Vec<Flow>>) {
+        let Some(answer) = &mut self.answer else {
+            return;
+        };
+        let Some(flows) = chunk else {
+            let Some(reading) = answer.reading.take() else {
+                return;
+            };
+            let (last, end) = reading.batcher.finish();
+            answer.queue.extend(last);
+            answer.queue.push_back(end);
+            if reading.refused > 0 {
+                *self.status.drops.entry("unreplicable".into()).or_default() += reading.refused;
+            }
+            return;
+        };
+        let Some(reading) = &mut answer.reading else {
+            return;
+        };
+        for flow in flows {
+            match reading.batcher.push(flow) {
+                Ok(Some(full)) => answer.queue.push_back(full),
+                Ok(None) => {}
+                Err(_) => reading.refused += 1,
+            }
+        }
     }
 
     /// The requester's acknowledgement of an answer in flight.
@@ -154,8 +248,8 @@ impl Service {
             }
             burst.push(message);
         }
-        let finished = answer.queue.is_empty();
-        let (request_id, total) = (answer.request_id, answer.total);
+        let finished = answer.queue.is_empty() && !answer.reading();
+        let (request_id, total) = (answer.request_id, answer.sent_records);
         for message in burst {
             self.send(message).await;
         }

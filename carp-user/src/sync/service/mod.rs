@@ -224,7 +224,7 @@ impl Service {
                 Some(next_beat),
                 self.flush_at,
                 self.bulk.next_deadline(),
-                self.answer.as_ref().map(answer::Answer::deadline),
+                self.answer.as_ref().and_then(answer::Answer::deadline),
             ]
             .into_iter()
             .flatten()
@@ -234,6 +234,7 @@ impl Service {
                 .answer
                 .as_ref()
                 .is_some_and(|answer| answer.ready(clock::now()));
+            let answer_reading = self.answer.as_ref().is_some_and(answer::Answer::reading);
             let mut strangers = 0;
             // Not biased: on a busy gateway local events never stop, and
             // during a bulk neither do datagrams; each must get its turn
@@ -256,6 +257,7 @@ impl Service {
                 // Before local events: on a busy gateway they never stop,
                 // and the window keeps a burst short.
                 () = std::future::ready(()), if answer_ready => self.send_answer_burst().await,
+                chunk = answer::next_chunk(&mut self.answer), if answer_reading => self.on_chunk(chunk),
                 event = self.events.next() => match event {
                     Ok(event) => self.on_local(event).await,
                     Err(error) => {

@@ -64,7 +64,7 @@ pub struct SyncArgs {
     runs: u32,
     /// Entries created one at a time on A for the latency figures (on the
     /// runs of the smallest size).
-    #[arg(long, default_value_t = 1000, value_parser = clap::value_parser!(u32).range(1..=100_000))]
+    #[arg(long, default_value_t = 3000, value_parser = clap::value_parser!(u32).range(1..=100_000))]
     probes: u32,
     /// Probes created per second.
     #[arg(long, value_name = "HZ", default_value_t = 250, value_parser = clap::value_parser!(u32).range(1..=10_000))]
