@@ -55,6 +55,15 @@ fn load(pins: &PinDir) -> Dataplane {
     Dataplane::load(Some(pins)).expect("the program loads with pinned maps")
 }
 
+/// A dataplane on `pins`, MASTER of `VHID` on `IFINDEX`, beating with `BOUND`.
+fn load_master(pins: &PinDir) -> Dataplane {
+    let mut dataplane = load(pins);
+    dataplane.add_vhid(IFINDEX, VHID, false).expect("vhid");
+    dataplane.beat(clock::now(), BOUND).expect("beat");
+    dataplane.set_role(IFINDEX, VHID, true).expect("role");
+    dataplane
+}
+
 #[test]
 fn an_empty_directory_holds_nothing_to_resume() {
     let bpffs = Bpffs::new();
@@ -66,13 +75,8 @@ fn an_empty_directory_holds_nothing_to_resume() {
 fn a_live_pin_is_adopted_with_its_roles_and_a_stale_one_is_not() {
     let bpffs = Bpffs::new();
     let pins = bpffs.pins();
-    {
-        let mut first = load(&pins);
-        first.add_vhid(IFINDEX, VHID, false).expect("vhid");
-        first.beat(clock::now(), BOUND).expect("beat");
-        first.set_role(IFINDEX, VHID, true).expect("role");
-        // `first` goes: its maps stay pinned.
-    }
+    // The first carpd goes: its maps stay pinned.
+    drop(load_master(&pins));
     let Previous::Live(state) = pins.inspect(clock::now()).expect("inspect") else {
         panic!("a fresh beat is live");
     };
@@ -135,10 +139,7 @@ fn a_successor_that_dies_after_its_first_beat_leaves_no_owner() {
     const TIMEOUT: Duration = Duration::from_secs(2);
     let bpffs = Bpffs::new();
     let pins = bpffs.pins();
-    let mut first = load(&pins);
-    first.add_vhid(IFINDEX, VHID, false).expect("vhid");
-    first.beat(clock::now(), BOUND).expect("beat");
-    first.set_role(IFINDEX, VHID, true).expect("role");
+    let first = load_master(&pins);
     let frame = common::ipv4_frame(
         carp::net::virtual_mac(VHID),
         Ipv4Addr::new(192, 0, 2, 100),

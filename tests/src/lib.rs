@@ -28,6 +28,7 @@ mod status;
 mod topology;
 mod wait;
 
+pub use bpffs::BpfMount;
 pub use capture::{Capture, Tcpdump};
 pub use carpd::{Carpd, carpctl_status};
 pub use carpd_log::{LoggedTransition, transitions, wall_clock};

@@ -85,6 +85,15 @@ impl PinDir {
                 "{}: mounted a bpffs for the pinned dataplane",
                 path.display()
             );
+            if in_private_mount_namespace() {
+                tracing::warn!(
+                    "{}: carpd runs in a mount namespace of its own (as under `ip netns exec`): \
+                     the bpffs it mounted goes when carpd does, and the XDP program with it, so \
+                     a crash leaves no fail-closed dataplane and a restart is not hitless; \
+                     mount a bpffs on pin_dir where carpd is started from",
+                    path.display()
+                );
+            }
         }
         Ok(Self {
             path: path.to_owned(),
@@ -309,6 +318,18 @@ fn link_carpdev(path: &Path) -> Option<String> {
         .to_str()?
         .strip_prefix(LINK_PREFIX)
         .map(str::to_owned)
+}
+
+/// Whether this process's mount namespace differs from init's: mounts made
+/// in it (and the pins on them) go with its last process. False where it
+/// cannot be told.
+fn in_private_mount_namespace() -> bool {
+    use std::os::unix::fs::MetadataExt as _;
+    let namespace = |path: &str| std::fs::metadata(path).map(|meta| (meta.dev(), meta.ino()));
+    match (namespace("/proc/self/ns/mnt"), namespace("/proc/1/ns/mnt")) {
+        (Ok(ours), Ok(init)) => ours != init,
+        _ => false,
+    }
 }
 
 fn on_bpffs(path: &Path) -> io::Result<bool> {

@@ -8,7 +8,7 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use anyhow::{Context as _, Result, bail};
-use carp_tests::{Carpd, Netns, Process, Signal};
+use carp_tests::{BpfMount, Carpd, Netns, Process, Signal};
 use nix::unistd::Pid;
 
 use super::capture::now;
@@ -75,7 +75,13 @@ pub struct Gateway {
 }
 
 enum Running {
-    Carpd(Carpd),
+    /// carpd, and the bpffs its dataplane is pinned in: mounted here, in
+    /// our mount namespace, so that the pins (and the XDP program) outlive
+    /// a killed carpd as they do on a host; unmounted after carpd.
+    Carpd {
+        carpd: Carpd,
+        _pins: BpfMount,
+    },
     Other(Process),
 }
 
@@ -115,18 +121,13 @@ impl Daemon {
         let running = match implementation {
             Implementation::Carpd => {
                 let config = file("toml");
+                let pins = BpfMount::create(&file("pins"))?;
                 write(
                     &config,
-                    &impls::carpd_config(mode, gateway.rank, &socket, vip),
+                    &impls::carpd_config(mode, gateway.rank, &socket, pins.path(), vip),
                 )?;
-                Running::Carpd(Carpd::start(
-                    netns,
-                    gateway.name,
-                    &config,
-                    &socket,
-                    &log,
-                    false,
-                )?)
+                let carpd = Carpd::start(netns, gateway.name, &config, &socket, &log, false)?;
+                Running::Carpd { carpd, _pins: pins }
             }
             Implementation::Ucarp => {
                 let ucarp = tools.ucarp.as_deref().context("ucarp was not looked for")?;
@@ -184,7 +185,7 @@ impl Daemon {
     /// carpd answers on its socket; the others are still running.
     pub fn ready(&mut self) -> Result<()> {
         match &mut self.running {
-            Running::Carpd(carpd) => carpd.wait_ready(READY_TIMEOUT).map(drop)?,
+            Running::Carpd { carpd, .. } => carpd.wait_ready(READY_TIMEOUT).map(drop)?,
             Running::Other(_) => self.ensure_running()?,
         }
         Ok(())
@@ -192,7 +193,7 @@ impl Daemon {
 
     pub fn ensure_running(&mut self) -> Result<()> {
         let exited = match &mut self.running {
-            Running::Carpd(carpd) => carpd.ensure_running().err(),
+            Running::Carpd { carpd, .. } => carpd.ensure_running().err(),
             Running::Other(process) => process.ensure_running().err(),
         };
         match exited {
@@ -207,21 +208,21 @@ impl Daemon {
 
     pub fn pid(&self) -> u32 {
         match &self.running {
-            Running::Carpd(carpd) => carpd.pid(),
+            Running::Carpd { carpd, .. } => carpd.pid(),
             Running::Other(process) => process.pid(),
         }
     }
 
     fn process(&self) -> Option<&Process> {
         match &self.running {
-            Running::Carpd(_) => None,
+            Running::Carpd { .. } => None,
             Running::Other(process) => Some(process),
         }
     }
 
     fn signal(&self, signal: Signal) -> Result<()> {
         match &self.running {
-            Running::Carpd(carpd) => carpd.kill(signal)?,
+            Running::Carpd { carpd, .. } => carpd.kill(signal)?,
             Running::Other(process) => process.kill(signal)?,
         }
         Ok(())

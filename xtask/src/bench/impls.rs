@@ -226,13 +226,15 @@ pub fn describe(implementation: Implementation, mode: Mode) -> String {
     }
 }
 
-/// carpd's config: one vhid with the VIP on the node's only interface.
-pub fn carpd_config(mode: Mode, rank: Rank, socket: &Path, vip: &str) -> String {
+/// carpd's config: one vhid with the VIP on the node's only interface, its
+/// dataplane pinned in `pins` (a bpffs that outlives carpd, as on a host).
+pub fn carpd_config(mode: Mode, rank: Rank, socket: &Path, pins: &Path, vip: &str) -> String {
     let carp = Carp::of(mode, rank);
     let quoted = |text: &str| serde_json::Value::from(text).to_string();
     format!(
-        "preempt = true\ncontrol_socket = {}\n\n[[carp]]\nname = \"carp0\"\ncarpdev = {}\nvhid = {VHID}\npass = {}\nadvbase = {}\nadvskew = {}\naddresses = [{}]\n",
+        "preempt = true\ncontrol_socket = {}\npin_dir = {}\n\n[[carp]]\nname = \"carp0\"\ncarpdev = {}\nvhid = {VHID}\npass = {}\nadvbase = {}\nadvskew = {}\naddresses = [{}]\n",
         quoted(&socket.to_string_lossy()),
+        quoted(&pins.to_string_lossy()),
         quoted(IFNAME),
         quoted(PASS),
         carp.advbase,
@@ -331,9 +333,12 @@ mod tests {
             Mode::Fast,
             Rank::Backup,
             Path::new("/tmp/b/gw2.sock"),
+            Path::new("/tmp/b/gw2.pins"),
             "10.0.9.1",
         );
-        assert!(text.starts_with("preempt = true\ncontrol_socket = \"/tmp/b/gw2.sock\"\n"));
+        assert!(text.starts_with(
+            "preempt = true\ncontrol_socket = \"/tmp/b/gw2.sock\"\npin_dir = \"/tmp/b/gw2.pins\"\n"
+        ));
         assert!(text.contains("carpdev = \"eth0\"\nvhid = 1\n"), "{text}");
         assert!(
             text.contains("advbase = 0\nadvskew = 2\naddresses = [\"10.0.9.1/24\"]\n"),
