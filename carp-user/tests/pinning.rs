@@ -139,14 +139,14 @@ fn a_successor_that_dies_after_its_first_beat_leaves_no_owner() {
     const TIMEOUT: Duration = Duration::from_secs(2);
     let bpffs = Bpffs::new();
     let pins = bpffs.pins();
-    let first = load_master(&pins);
+    let mut first = load_master(&pins);
     let frame = common::ipv4_frame(
         carp::net::virtual_mac(VHID),
         Ipv4Addr::new(192, 0, 2, 100),
         Ipv4Addr::new(192, 0, 2, 1),
     );
-    let action = |dataplane: &Dataplane| dataplane.run_on_frame(&frame, 1).expect("run").action;
-    assert_eq!(action(&first), common::XDP_PASS, "MASTER with a live agent");
+    let owned = first.run_on_frame(&frame, 1).expect("run").action;
+    assert_eq!(owned, common::XDP_PASS, "MASTER with a live agent");
     {
         let mut second = load(&pins);
         second
@@ -154,11 +154,16 @@ fn a_successor_that_dies_after_its_first_beat_leaves_no_owner() {
             .expect("the successor's first beat");
     }
     let died = clock::now();
-    while action(&first) != common::XDP_DROP {
-        assert!(
-            clock::now() < died + TIMEOUT,
-            "the predecessor's program still owns the vhid {TIMEOUT:?} after its successor died"
-        );
-        std::thread::sleep(Duration::from_millis(5));
-    }
+    let dropped = common::poll_until(
+        &mut first,
+        "the predecessor's program after its successor died",
+        &frame,
+        common::XDP_DROP,
+        None,
+    );
+    assert!(
+        dropped < died + TIMEOUT,
+        "the predecessor's program still owned the vhid {:?} after its successor died",
+        dropped.saturating_sub(died)
+    );
 }

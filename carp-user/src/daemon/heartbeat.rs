@@ -4,11 +4,12 @@
 //! The program treats every VIP as not owned once the last beat is older
 //! than the bound, so an agent that dies or hangs as MASTER stops taking
 //! traffic its peer will own (fail closed). The bound is the shortest
-//! master-down time of our vhids: no backup takes over sooner, since a
-//! backup's advskew is no lower than a master's. It takes over later by the
-//! difference of the two (3 s against 4.17 s at advskew 0 and 100): after a
-//! crash the VIPs go unanswered for that long rather than being answered by
-//! two nodes.
+//! master-down time of our vhids. An elected master advertises the shortest
+//! interval, so its backups take over no sooner, but later by the difference
+//! of the two (3 s against 4.17 s at advskew 0 and 100): after a crash the
+//! VIPs go unanswered for that long rather than being answered by two nodes.
+//! (A master kept by `preempt = false` against a backup with a shorter
+//! interval is the exception: there the two overlap for the difference.)
 
 use std::time::Duration;
 

@@ -501,6 +501,17 @@ impl Agent {
         self.apply(index, output).await;
     }
 
+    /// Undoes a setup that failed half way: bows out and removes what it
+    /// created; adopting, leaves the predecessor's dataplane as it was.
+    async fn abandon_setup(&mut self) {
+        let exit = if self.resumed {
+            Exit::Detach
+        } else {
+            Exit::BowOut
+        };
+        self.shutdown(exit).await;
+    }
+
     /// Bow out on every vhid we are master of, then remove what we created;
     /// or, detaching, leave it all to the next carpd.
     async fn shutdown(&mut self, exit: Exit) {

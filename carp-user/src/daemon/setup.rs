@@ -14,7 +14,7 @@ use super::demotion::Boot;
 use super::heartbeat::Heartbeat;
 use super::tracking::Tracker;
 use super::vhid::{SendHealth, Vhid};
-use super::{Agent, EVENT_QUEUE, Exit, Inputs};
+use super::{Agent, EVENT_QUEUE, Inputs};
 use crate::api::Counters;
 use crate::clock;
 use crate::config::{BalanceMode, Balancing, CarpConfig, Config, SyncConfig};
@@ -85,12 +85,7 @@ pub(super) async fn build(config: &Config, fresh: bool) -> anyhow::Result<(Agent
         match start_sync(&agent.links, sync).await {
             Ok(handle) => agent.sync = Some(handle),
             Err(error) => {
-                let exit = if agent.resumed {
-                    Exit::Detach
-                } else {
-                    Exit::BowOut
-                };
-                agent.shutdown(exit).await;
+                agent.abandon_setup().await;
                 return Err(error.context(format!("sync on {}", sync.syncdev)));
             }
         }
@@ -108,13 +103,7 @@ pub(super) async fn build(config: &Config, fresh: bool) -> anyhow::Result<(Agent
         {
             Ok(vhids) => agent.vhids.extend(vhids),
             Err(error) => {
-                // Adopting, the predecessor's dataplane stays as it was.
-                let exit = if agent.resumed {
-                    Exit::Detach
-                } else {
-                    Exit::BowOut
-                };
-                agent.shutdown(exit).await;
+                agent.abandon_setup().await;
                 return Err(error.context(format!("{}: setting up", carp.name)));
             }
         }

@@ -160,10 +160,7 @@ impl Harness {
             .sum()
     }
 
-    /// Runs `frame` (beating first with `beat` if given) until the
-    /// program answers `action`, for at most `EXPIRY_TIMEOUT`: the
-    /// watchdog's timer is in the kernel, with no event to await. When it
-    /// answered.
+    /// [`poll_until`] on this harness's dataplane.
     pub fn poll_until(
         &mut self,
         what: &str,
@@ -171,23 +168,7 @@ impl Harness {
         action: u32,
         beat: Option<Duration>,
     ) -> clock::Mono {
-        let start = clock::now();
-        loop {
-            if let Some(bound) = beat {
-                self.dataplane.beat(clock::now(), bound).expect("beat");
-            }
-            let run = self.dataplane.run_on_frame(frame, 1).expect("run");
-            let now = clock::now();
-            if run.action == action {
-                return now;
-            }
-            assert!(
-                now < start + EXPIRY_TIMEOUT,
-                "{what}: still action {} after {EXPIRY_TIMEOUT:?}",
-                run.action
-            );
-            std::thread::sleep(Duration::from_millis(5));
-        }
+        poll_until(&mut self.dataplane, what, frame, action, beat)
     }
 
     /// Runs `frame` once and checks the action and which counter moved.
@@ -241,4 +222,33 @@ pub fn every_counter(harness: &Harness) -> Vec<(u8, Verdict, u64)> {
         .collect();
     rows.sort_by_key(|(vhid, verdict, _)| (*vhid, *verdict as u8));
     rows
+}
+
+/// Runs `frame` (beating first with `beat` if given) until the program
+/// answers `action`, for at most `EXPIRY_TIMEOUT`: the watchdog's timer is
+/// in the kernel, with no event to await. When it answered.
+pub fn poll_until(
+    dataplane: &mut Dataplane,
+    what: &str,
+    frame: &[u8],
+    action: u32,
+    beat: Option<Duration>,
+) -> clock::Mono {
+    let start = clock::now();
+    loop {
+        if let Some(bound) = beat {
+            dataplane.beat(clock::now(), bound).expect("beat");
+        }
+        let run = dataplane.run_on_frame(frame, 1).expect("run");
+        let now = clock::now();
+        if run.action == action {
+            return now;
+        }
+        assert!(
+            now < start + EXPIRY_TIMEOUT,
+            "{what}: still action {} after {EXPIRY_TIMEOUT:?}",
+            run.action
+        );
+        std::thread::sleep(Duration::from_millis(5));
+    }
 }

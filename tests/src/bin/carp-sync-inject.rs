@@ -131,18 +131,9 @@ fn receive_one(socket: &UdpSocket, key: &SyncKey) -> anyhow::Result<Vec<u8>> {
 
 /// An Update from a session nobody knows, installing one TCP flow.
 fn update(key: &SyncKey) -> anyhow::Result<Vec<u8>> {
-    let tuple = |src: [u8; 4], dst: [u8; 4], sport, dport| Tuple {
-        src: IpAddr::V4(src.into()),
-        dst: IpAddr::V4(dst.into()),
-        proto: carp::sync::flow::PROTO_TCP,
-        l4: L4::Ports {
-            src: sport,
-            dst: dport,
-        },
-    };
     let flow = Flow {
-        original: tuple([10, 0, 2, 66], [10, 0, 1, 66], 40_000, 22),
-        reply: tuple([10, 0, 1, 66], [10, 0, 2, 66], 22, 40_000),
+        original: tcp_tuple([10, 0, 2, 66], [10, 0, 1, 66], 40_000, 22),
+        reply: tcp_tuple([10, 0, 1, 66], [10, 0, 2, 66], 22, 40_000),
         zone: 0,
         status: 0x6,
         timeout_secs: 3600,
@@ -195,18 +186,9 @@ fn synthetic(n: u32) -> Flow {
     let [_, a, b, c] = n.to_be_bytes();
     let client = [10, 1, a, b];
     let port = 1024 + u16::from(c);
-    let tuple = |src: [u8; 4], dst: [u8; 4], sport, dport| Tuple {
-        src: IpAddr::V4(src.into()),
-        dst: IpAddr::V4(dst.into()),
-        proto: carp::sync::flow::PROTO_TCP,
-        l4: L4::Ports {
-            src: sport,
-            dst: dport,
-        },
-    };
     Flow {
-        original: tuple(client, [10, 2, 0, 1], port, 80),
-        reply: tuple([10, 2, 0, 1], client, 80, port),
+        original: tcp_tuple(client, [10, 2, 0, 1], port, 80),
+        reply: tcp_tuple([10, 2, 0, 1], client, 80, port),
         zone: 0,
         status: 0x6,
         timeout_secs: 3600,
@@ -218,5 +200,18 @@ fn synthetic(n: u32) -> Flow {
             flags_original: 0,
             flags_reply: 0,
         }),
+    }
+}
+
+/// An IPv4 TCP tuple.
+fn tcp_tuple(src: [u8; 4], dst: [u8; 4], sport: u16, dport: u16) -> Tuple {
+    Tuple {
+        src: IpAddr::V4(src.into()),
+        dst: IpAddr::V4(dst.into()),
+        proto: carp::sync::flow::PROTO_TCP,
+        l4: L4::Ports {
+            src: sport,
+            dst: dport,
+        },
     }
 }

@@ -210,10 +210,7 @@ impl EventSocket {
                 Some(Ok(_)) | None => None,
                 Some(Err(error)) => {
                     self.receive.clear();
-                    return Err(ConntrackError::Malformed {
-                        what: "read events",
-                        detail: error.0,
-                    });
+                    return Err(ConntrackError::malformed("read events")(error));
                 }
             };
             self.read = self.receive.len() - replies.remaining();

@@ -5,6 +5,7 @@ use std::fmt;
 use std::io;
 
 use super::convert::{EncodeError, Skip};
+use super::message::Malformed;
 use crate::sync::flow::{Flow, FlowKey};
 
 /// An operation that failed as a whole. Entries the kernel refused one by
@@ -40,6 +41,13 @@ pub enum ConntrackError {
 impl ConntrackError {
     pub(super) fn io(what: &'static str) -> impl FnOnce(io::Error) -> Self {
         move |source| Self::Io { what, source }
+    }
+
+    pub(super) fn malformed(what: &'static str) -> impl FnOnce(Malformed) -> Self {
+        move |error| Self::Malformed {
+            what,
+            detail: error.0,
+        }
     }
 }
 

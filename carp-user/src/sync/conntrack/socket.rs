@@ -139,10 +139,7 @@ impl Conntrack {
         loop {
             receive(&self.socket, &mut self.receive, WHAT).await?;
             for reply in Replies::new(&self.receive) {
-                let reply = reply.map_err(|error| ConntrackError::Malformed {
-                    what: WHAT,
-                    detail: error.0,
-                })?;
+                let reply = reply.map_err(ConntrackError::malformed(WHAT))?;
                 match reply {
                     Reply::Conntrack {
                         seq: s,
@@ -208,10 +205,7 @@ impl Conntrack {
         loop {
             receive(&self.socket, &mut self.receive, WHAT).await?;
             for reply in Replies::new(&self.receive) {
-                let reply = reply.map_err(|error| ConntrackError::Malformed {
-                    what: WHAT,
-                    detail: error.0,
-                })?;
+                let reply = reply.map_err(ConntrackError::malformed(WHAT))?;
                 match reply {
                     Reply::Conntrack {
                         seq: s,
@@ -360,10 +354,7 @@ impl Conntrack {
         loop {
             receive(&self.socket, &mut self.receive, what).await?;
             for reply in Replies::new(&self.receive) {
-                let reply = reply.map_err(|error| ConntrackError::Malformed {
-                    what,
-                    detail: error.0,
-                })?;
+                let reply = reply.map_err(ConntrackError::malformed(what))?;
                 let Reply::Ack { seq, errno } = reply else {
                     continue;
                 };

@@ -285,8 +285,9 @@ fn cell(summary: Option<Summary>, format: fn(f64) -> String) -> String {
     )
 }
 
-fn latency_rows(results: &Results) -> Vec<Row> {
-    let pooled: Vec<(Implementation, Option<Pooled>)> = results
+/// Each daemon's latency runs pooled, in table order.
+fn pooled_latency(results: &Results) -> Vec<(Implementation, Option<Pooled>)> {
+    results
         .implementations
         .iter()
         .map(|&implementation| {
@@ -298,7 +299,11 @@ fn latency_rows(results: &Results) -> Vec<Row> {
                     .and_then(|runs| pooled(runs)),
             )
         })
-        .collect();
+        .collect()
+}
+
+fn latency_rows(results: &Results) -> Vec<Row> {
+    let pooled = pooled_latency(results);
     let figure = |label: &str, f: fn(&Pooled) -> f64| {
         let values: Vec<(Implementation, Option<f64>)> = pooled
             .iter()
@@ -355,19 +360,9 @@ pub fn missed_goals(results: &Results) -> Vec<String> {
         }
     }
     if results.latency.contains_key(&Implementation::Carpd) {
-        let p99: Vec<(Implementation, Option<f64>)> = results
-            .implementations
-            .iter()
-            .map(|&implementation| {
-                (
-                    implementation,
-                    results
-                        .latency
-                        .get(&implementation)
-                        .and_then(|runs| pooled(runs))
-                        .map(|p| p.p99_ms),
-                )
-            })
+        let p99: Vec<(Implementation, Option<f64>)> = pooled_latency(results)
+            .into_iter()
+            .map(|(implementation, p)| (implementation, p.map(|p| p.p99_ms)))
             .collect();
         if ratio(&p99, Better::Lower).is_some_and(|ratio| ratio >= 1.0) {
             missed.push("p99 latency not below conntrackd's".to_owned());
